@@ -1,0 +1,26 @@
+//! reel-codec: from a video file to Qwen2.5-VL-ready pixels.
+//!
+//! - [`demux`]: MP4/MOV (progressive and fragmented), Matroska/WebM and raw Annex-B
+//!   H.264/HEVC, in pure Rust: [`StreamInfo`] and a [`PacketIndex`] without reading
+//!   sample payloads.
+//! - [`plan`]: which frames to sample and at what size, exactly as qwen-vl-utils does,
+//!   and which packets must be decoded for them.
+//! - [`decode`]: decoders that deliver only the planned frames.
+//! - [`preprocess`]: colour conversion, resizing, normalization and patchifying with
+//!   Hugging Face's numerics.
+
+pub mod bitstream;
+pub mod demux;
+mod error;
+mod index;
+pub mod plan;
+mod source;
+mod stream;
+mod video;
+
+pub use error::{Error, Result};
+pub use index::PacketIndex;
+pub use plan::{SamplePlan, SamplingOptions};
+pub use source::Source;
+pub use stream::{Chroma, Codec, ColorInfo, Matrix, Packet, Range, Rational, Rotation, StreamInfo};
+pub use video::Video;

@@ -1,0 +1,30 @@
+//! Shared helpers for the codec integration tests: fixture paths and expectations.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// The folder of committed fixture videos.
+pub fn video_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data/video")
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    video_dir().join(name)
+}
+
+/// expected.json, written by tests/data/video/make_expected.py from ffprobe.
+pub fn expectations() -> serde_json::Map<String, serde_json::Value> {
+    let text = std::fs::read_to_string(video_dir().join("expected.json")).expect("expected.json");
+    match serde_json::from_str(&text).expect("valid JSON") {
+        serde_json::Value::Object(map) => map,
+        _ => panic!("expected.json is not an object"),
+    }
+}
+
+pub fn md5_hex(data: &[u8]) -> String {
+    use md5::{Digest, Md5};
+    Md5::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
