@@ -10,10 +10,13 @@
 //!   Hugging Face's numerics.
 
 pub mod bitstream;
+pub mod decode;
 pub mod demux;
 mod error;
 mod index;
+pub mod pipeline;
 pub mod plan;
+pub mod preprocess;
 mod source;
 mod stream;
 mod video;

@@ -1,0 +1,177 @@
+//! The CPU path end to end: plan → decode → convert → resize → normalize → patchify.
+
+use std::collections::HashMap;
+
+use rayon::prelude::*;
+
+use crate::decode::{DecodeReport, DecodedFrame};
+use crate::plan::TEMPORAL_PATCH_SIZE;
+use crate::preprocess::{
+    resize_bicubic_aa, write_frame, ColorConverter, Normalization, PixelValues, RgbImage, PATCH_DIM,
+};
+use crate::stream::{Range, StreamInfo};
+use crate::{Error, Result, SamplePlan, Video};
+
+/// Model-ready pixels of one video and how they were made.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    pub pixel_values: PixelValues,
+    pub report: DecodeReport,
+}
+
+/// Turns a decoded frame into display-oriented RGB at the plan's size.
+pub fn frame_to_rgb(
+    info: &StreamInfo,
+    frame: &DecodedFrame,
+    height: usize,
+    width: usize,
+) -> RgbImage {
+    let range = match frame.full_range {
+        Some(true) => Range::Full,
+        Some(false) => Range::Limited,
+        None => info.color.conversion_range(),
+    };
+    let converter = ColorConverter::new(info.color.conversion_matrix(), range, info.bit_depth);
+    let rgb = converter.convert(&frame.image).rotated(info.rotation);
+    resize_bicubic_aa(&rgb, height, width)
+}
+
+/// Normalizes and patchifies resized frames (one per slot, an even count) into
+/// pixel values, one temporal slice per task.
+pub fn patchify_frames(frames: &[RgbImage], grid_thw: [usize; 3]) -> PixelValues {
+    let mut pixel_values = PixelValues::new(grid_thw);
+    let norm = Normalization::clip();
+    let slice_len = grid_thw[1] * grid_thw[2] * PATCH_DIM;
+    let slice_grid = [1, grid_thw[1], grid_thw[2]];
+    pixel_values
+        .data
+        .par_chunks_mut(slice_len)
+        .enumerate()
+        .for_each(|(t, chunk)| {
+            for tp in 0..TEMPORAL_PATCH_SIZE {
+                write_frame(
+                    chunk,
+                    slice_grid,
+                    tp,
+                    &frames[t * TEMPORAL_PATCH_SIZE + tp],
+                    &norm,
+                );
+            }
+        });
+    pixel_values
+}
+
+/// Output slots of each sampled frame; an odd count repeats the last frame.
+#[cfg_attr(not(feature = "ffmpeg"), allow(dead_code))]
+fn slots_by_frame(plan: &SamplePlan) -> HashMap<usize, Vec<usize>> {
+    let mut slots: HashMap<usize, Vec<usize>> = HashMap::new();
+    for (slot, &f) in plan.frames.iter().enumerate() {
+        slots.entry(f).or_default().push(slot);
+    }
+    if plan.frames.len() % TEMPORAL_PATCH_SIZE != 0 {
+        let last = *plan.frames.last().expect("plans sample at least one frame");
+        slots.entry(last).or_default().push(plan.frames.len());
+    }
+    slots
+}
+
+/// Runs the plan on the CPU with FFmpeg decoders and `threads` worker threads.
+///
+/// Independent GOP segments decode in parallel; each delivered frame is converted
+/// and resized on the decoding thread, and the frames are patchified per temporal
+/// slice at the end. Frames the decoder concealed errors in are listed in the report.
+#[cfg(feature = "ffmpeg")]
+pub fn prepare_cpu(video: &Video, plan: &SamplePlan, threads: usize) -> Result<Prepared> {
+    use crate::decode;
+    use std::sync::Mutex;
+
+    let info = video.info();
+    if !decode::cpu::supports(info.codec) {
+        return Err(Error::DecoderUnavailable(format!(
+            "this FFmpeg build cannot decode {}",
+            info.codec
+        )));
+    }
+    check_readable(video, plan)?;
+    let wanted = decode::Wanted::new(video, &plan.frames);
+    let segments = decode::split_at_gops(video.index(), &plan.decode, &plan.frames);
+    let slots = slots_by_frame(plan);
+    let slot_count = plan.frames.len().div_ceil(TEMPORAL_PATCH_SIZE) * TEMPORAL_PATCH_SIZE;
+    let resized: Mutex<Vec<Option<RgbImage>>> = Mutex::new(vec![None; slot_count]);
+    let threads = threads.max(1);
+    let per_decoder = (threads / segments.len().max(1)).max(1);
+    let (h, w) = (plan.resized_height as usize, plan.resized_width as usize);
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| Error::DecoderUnavailable(format!("thread pool: {e}")))?;
+    let reports: Vec<Result<DecodeReport>> = pool.install(|| {
+        segments
+            .par_iter()
+            .map(|segment| {
+                decode::cpu::decode_range(video, segment, &wanted, per_decoder, &mut |frame| {
+                    let image = frame_to_rgb(info, &frame, h, w);
+                    let mut out = resized.lock().expect("no panics while holding the lock");
+                    for &slot in &slots[&frame.frame] {
+                        out[slot] = Some(image.clone());
+                    }
+                })
+            })
+            .collect()
+    });
+    let mut report = DecodeReport::default();
+    for r in reports {
+        report.merge(r?);
+    }
+    let frames = resized
+        .into_inner()
+        .expect("no panics while holding the lock");
+    let missing: Vec<usize> = frames
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| f.is_none())
+        .map(|(slot, _)| plan.frames[slot.min(plan.frames.len() - 1)])
+        .collect();
+    if !missing.is_empty() {
+        let reason = if report.errors.is_empty() {
+            "the decoder produced no picture for them".to_string()
+        } else {
+            report.errors.join("; ")
+        };
+        return Err(Error::Decode {
+            frames: missing,
+            reason,
+        });
+    }
+    let frames: Vec<RgbImage> = frames
+        .into_iter()
+        .map(|f| f.expect("checked above"))
+        .collect();
+    let pixel_values = pool.install(|| patchify_frames(&frames, plan.grid_thw));
+    report.corrupt_frames.sort_unstable();
+    report.corrupt_frames.dedup();
+    Ok(Prepared {
+        pixel_values,
+        report,
+    })
+}
+
+/// Fails early when a planned packet lies past the end of a truncated file.
+pub fn check_readable(video: &Video, plan: &SamplePlan) -> Result<()> {
+    let len = video.source().len();
+    let packets = video.index().packets();
+    for range in &plan.decode {
+        for p in range.packets.clone() {
+            let packet = &packets[p];
+            if packet.offset + u64::from(packet.size) > len {
+                return Err(Error::Truncated {
+                    index: p,
+                    offset: packet.offset,
+                    size: packet.size.into(),
+                    len,
+                });
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,251 @@
+//! YUV → RGB conversion, defined once for both the CPU path and the CUDA kernel
+//! (kernels/preprocess.cu implements the same arithmetic):
+//!
+//! - normalized luma `y = (Y - off_y) / range_y` and chroma `c = (C - off_c) / range_c`
+//!   (limited range: 16/219 and 128/224 scaled by 2^(bits-8); full range: 0 and
+//!   2^bits - 1, chroma centred on 2^(bits-1));
+//! - `R = y + 2(1-Kr)·cr`, `B = y + 2(1-Kb)·cb`, `G = y - 2Kb(1-Kb)/Kg·cb - 2Kr(1-Kr)/Kg·cr`;
+//! - 4:2:0 chroma is MPEG-2 sited (co-sited horizontally, between lines vertically) and
+//!   upsampled bilinearly: weights 3/4 and 1/4 vertically, 1/2 and 1/2 horizontally on
+//!   odd columns;
+//! - output `round(clamp(255·v, 0, 255))`.
+
+use crate::stream::{Chroma, Matrix, Range};
+
+use super::RgbImage;
+
+/// Sample storage of a planar YUV image.
+#[derive(Clone, Copy, Debug)]
+pub enum YuvSamples<'a> {
+    /// 8-bit samples.
+    U8([&'a [u8]; 3]),
+    /// 9..16-bit samples, little-endian u16 (FFmpeg's `yuv420p10le` and friends).
+    U16([&'a [u8]; 3]),
+}
+
+/// A planar YUV image as decoders hand it out.
+#[derive(Clone, Copy, Debug)]
+pub struct YuvImage<'a> {
+    pub width: usize,
+    pub height: usize,
+    pub chroma: Chroma,
+    pub samples: YuvSamples<'a>,
+    /// Bytes per row of each plane.
+    pub strides: [usize; 3],
+}
+
+/// Coefficients of one conversion (matrix, range and bit depth).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ColorConverter {
+    y_offset: f32,
+    y_scale: f32,
+    c_offset: f32,
+    c_scale: f32,
+    cr_r: f32,
+    cb_g: f32,
+    cr_g: f32,
+    cb_b: f32,
+    identity: bool,
+}
+
+impl ColorConverter {
+    pub fn new(matrix: Matrix, range: Range, bit_depth: u8) -> Self {
+        let unit = f32::from(1u16 << (bit_depth.clamp(8, 16) - 8));
+        let max = (1u32 << bit_depth.clamp(8, 16)) as f32 - 1.0;
+        let (y_offset, y_scale, c_offset, c_scale) = match range {
+            Range::Limited => (
+                16.0 * unit,
+                1.0 / (219.0 * unit),
+                128.0 * unit,
+                1.0 / (224.0 * unit),
+            ),
+            Range::Full => (0.0, 1.0 / max, 128.0 * unit, 1.0 / max),
+        };
+        let (kr, kb) = matrix.kr_kb();
+        let kg = 1.0 - kr - kb;
+        Self {
+            y_offset,
+            y_scale,
+            c_offset,
+            c_scale,
+            cr_r: (2.0 * (1.0 - kr)) as f32,
+            cb_g: if matrix == Matrix::Identity {
+                0.0
+            } else {
+                (2.0 * kb * (1.0 - kb) / kg) as f32
+            },
+            cr_g: if matrix == Matrix::Identity {
+                0.0
+            } else {
+                (2.0 * kr * (1.0 - kr) / kg) as f32
+            },
+            cb_b: (2.0 * (1.0 - kb)) as f32,
+            identity: matrix == Matrix::Identity,
+        }
+    }
+
+    /// The constants in the order the CUDA kernel takes them.
+    pub fn constants(&self) -> [f32; 8] {
+        [
+            self.y_offset,
+            self.y_scale,
+            self.c_offset,
+            self.c_scale,
+            self.cr_r,
+            self.cb_g,
+            self.cr_g,
+            self.cb_b,
+        ]
+    }
+
+    /// Converts one pixel from raw samples.
+    #[inline]
+    fn pixel(&self, y: f32, cb: f32, cr: f32) -> [u8; 3] {
+        let to_u8 = |v: f32| (v * 255.0).clamp(0.0, 255.0).round_ties_even() as u8;
+        if self.identity {
+            // GBR in YUV planes: Y = G, Cb = B, Cr = R, all full scale.
+            let n = |v: f32| (v - self.y_offset) * self.y_scale;
+            return [to_u8(n(cr)), to_u8(n(y)), to_u8(n(cb))];
+        }
+        let yn = (y - self.y_offset) * self.y_scale;
+        let cbn = (cb - self.c_offset) * self.c_scale;
+        let crn = (cr - self.c_offset) * self.c_scale;
+        [
+            to_u8(yn + self.cr_r * crn),
+            to_u8(yn - self.cb_g * cbn - self.cr_g * crn),
+            to_u8(yn + self.cb_b * cbn),
+        ]
+    }
+
+    /// Converts a whole image.
+    pub fn convert(&self, img: &YuvImage) -> RgbImage {
+        let (w, h) = (img.width, img.height);
+        let mut out = RgbImage::new(w, h);
+        let (cw, ch) = match img.chroma {
+            Chroma::Yuv420 => (w.div_ceil(2), h.div_ceil(2)),
+            Chroma::Yuv422 => (w.div_ceil(2), h),
+            Chroma::Yuv444 | Chroma::Monochrome => (w, h),
+        };
+        let sample = |plane: usize, x: usize, y: usize| -> f32 {
+            match img.samples {
+                YuvSamples::U8(p) => f32::from(p[plane][y * img.strides[plane] + x]),
+                YuvSamples::U16(p) => {
+                    let i = y * img.strides[plane] + 2 * x;
+                    f32::from(u16::from_le_bytes([p[plane][i], p[plane][i + 1]]))
+                }
+            }
+        };
+        let mut cb_row = vec![0f32; w];
+        let mut cr_row = vec![0f32; w];
+        for y in 0..h {
+            // Vertical chroma position and weights for this luma row.
+            let (c0, c1, w1) = match img.chroma {
+                Chroma::Yuv420 => {
+                    let j = y / 2;
+                    if y % 2 == 0 {
+                        (j, j.saturating_sub(1), 0.25f32)
+                    } else {
+                        (j, (j + 1).min(ch - 1), 0.25)
+                    }
+                }
+                _ => (y.min(ch - 1), y.min(ch - 1), 0.0),
+            };
+            let subsampled_h = matches!(img.chroma, Chroma::Yuv420 | Chroma::Yuv422);
+            for (plane, row) in [(1, &mut cb_row), (2, &mut cr_row)] {
+                if img.chroma == Chroma::Monochrome {
+                    row.fill(self.c_offset);
+                    continue;
+                }
+                for (x, out) in row.iter_mut().enumerate() {
+                    let vertical = |cx: usize| {
+                        let a = sample(plane, cx, c0);
+                        let b = sample(plane, cx, c1);
+                        a * (1.0 - w1) + b * w1
+                    };
+                    *out = if subsampled_h {
+                        let i = x / 2;
+                        if x % 2 == 0 {
+                            vertical(i)
+                        } else {
+                            0.5 * vertical(i) + 0.5 * vertical((i + 1).min(cw - 1))
+                        }
+                    } else {
+                        vertical(x)
+                    };
+                }
+            }
+            let row = &mut out.data[y * w * 3..(y + 1) * w * 3];
+            for x in 0..w {
+                let rgb = self.pixel(sample(0, x, y), cb_row[x], cr_row[x]);
+                row[x * 3..x * 3 + 3].copy_from_slice(&rgb);
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn convert_one(conv: &ColorConverter, y: u8, u: u8, v: u8) -> [u8; 3] {
+        let (py, pu, pv) = ([y], [u], [v]);
+        let img = YuvImage {
+            width: 1,
+            height: 1,
+            chroma: Chroma::Yuv444,
+            samples: YuvSamples::U8([&py, &pu, &pv]),
+            strides: [1, 1, 1],
+        };
+        let rgb = conv.convert(&img);
+        [rgb.data[0], rgb.data[1], rgb.data[2]]
+    }
+
+    #[test]
+    fn limited_range_extremes() {
+        let bt601 = ColorConverter::new(Matrix::Bt601, Range::Limited, 8);
+        assert_eq!(convert_one(&bt601, 16, 128, 128), [0, 0, 0]);
+        assert_eq!(convert_one(&bt601, 235, 128, 128), [255, 255, 255]);
+        // BT.601 red: Y 81, Cb 90, Cr 240.
+        let red = convert_one(&bt601, 81, 90, 240);
+        assert!(red[0] >= 254 && red[1] <= 1 && red[2] <= 1, "{red:?}");
+        // BT.709 red: Y 63, Cb 102, Cr 240.
+        let bt709 = ColorConverter::new(Matrix::Bt709, Range::Limited, 8);
+        let red = convert_one(&bt709, 63, 102, 240);
+        assert!(red[0] >= 254 && red[1] <= 1 && red[2] <= 1, "{red:?}");
+    }
+
+    #[test]
+    fn ten_bit_matches_eight_bit_scaled() {
+        let c8 = ColorConverter::new(Matrix::Bt709, Range::Limited, 8);
+        let c10 = ColorConverter::new(Matrix::Bt709, Range::Limited, 10);
+        let (y, u, v) = (150u16, 100u16, 170u16);
+        let s = |v: u16| (v * 4).to_le_bytes();
+        let (py, pu, pv) = (s(y), s(u), s(v));
+        let img = YuvImage {
+            width: 1,
+            height: 1,
+            chroma: Chroma::Yuv444,
+            samples: YuvSamples::U16([&py, &pu, &pv]),
+            strides: [2, 2, 2],
+        };
+        let ten = c10.convert(&img).data;
+        assert_eq!(ten, convert_one(&c8, y as u8, u as u8, v as u8).to_vec());
+    }
+
+    #[test]
+    fn chroma_420_is_upsampled_bilinearly() {
+        // 2x2 luma, one chroma sample: every pixel gets the same chroma.
+        let (py, pu, pv) = ([128u8; 4], [200u8], [60u8]);
+        let img = YuvImage {
+            width: 2,
+            height: 2,
+            chroma: Chroma::Yuv420,
+            samples: YuvSamples::U8([&py, &pu, &pv]),
+            strides: [2, 1, 1],
+        };
+        let conv = ColorConverter::new(Matrix::Bt601, Range::Limited, 8);
+        let rgb = conv.convert(&img).data;
+        assert!(rgb.chunks(3).all(|p| p == &rgb[..3]));
+    }
+}
