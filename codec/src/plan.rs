@@ -43,9 +43,9 @@ pub struct SamplingOptions {
     /// End of the sampled range in seconds.
     pub end: Option<f64>,
     /// Lower bound on pixels per frame after resizing.
-    pub min_pixels: u64,
+    pub min_pixels: f64,
     /// Upper bound on pixels per frame; `None`: derived from `total_pixels`.
-    pub max_pixels: Option<u64>,
+    pub max_pixels: Option<f64>,
     /// Pixel budget of the whole video (qwen-vl-utils: 128000 tokens × 28² × 0.9).
     pub total_pixels: f64,
     /// A fixed size (height, width), rounded to multiples of 28.
@@ -68,7 +68,7 @@ impl Default for SamplingOptions {
             timestamps: None,
             start: None,
             end: None,
-            min_pixels: DEFAULT_MIN_PIXELS,
+            min_pixels: DEFAULT_MIN_PIXELS as f64,
             max_pixels: None,
             total_pixels: (128_000u64 * 28 * 28) as f64 * 0.9,
             resized: None,
@@ -116,16 +116,8 @@ impl SamplePlan {
         } else if let Some(times) = &options.timestamps {
             (frames_at_times(times, info, index)?, None)
         } else {
-            let (start, end, count) = frame_range(options.start, options.end, total, video_fps)?;
-            let n = smart_nframes(options, count, video_fps)?;
-            let frames = linspace_f32(start as f32, end as f32, n)
-                .into_iter()
-                .map(|v| v.round_ties_even() as usize)
-                .collect();
-            (
-                frames,
-                Some(n as f64 / (count as f64).max(1e-6) * video_fps),
-            )
+            let selection = select_frames(options, total, video_fps)?;
+            (selection.indices, Some(selection.sample_fps))
         };
         let timestamps: Vec<f64> = frames
             .iter()
@@ -133,30 +125,8 @@ impl SamplePlan {
             .collect();
         let sample_fps = sample_fps.unwrap_or_else(|| spacing_fps(&timestamps, options.fps));
         let (frame_h, frame_w) = info.display_size();
-        let (resized_height, resized_width) = match options.resized {
-            Some((h, w)) => smart_resize(
-                h.into(),
-                w.into(),
-                4 * u64::from(FACTOR * FACTOR),
-                (16384 * FACTOR * FACTOR).into(),
-            )?,
-            None => {
-                let n = frames.len() as f64;
-                let budget =
-                    (options.total_pixels / n * TEMPORAL_PATCH_SIZE as f64).min(FRAME_MAX_PIXELS);
-                let floor = (options.min_pixels as f64 * 1.05).trunc();
-                let mut max_pixels = budget.max(floor);
-                if let Some(asked) = options.max_pixels {
-                    max_pixels = max_pixels.min(asked as f64);
-                }
-                smart_resize(
-                    frame_h.into(),
-                    frame_w.into(),
-                    options.min_pixels,
-                    max_pixels,
-                )?
-            }
-        };
+        let (resized_height, resized_width) =
+            resized_size(options, frames.len(), frame_h.into(), frame_w.into())?;
         let t = frames.len().div_ceil(TEMPORAL_PATCH_SIZE);
         let grid_thw = [
             t,
@@ -228,6 +198,60 @@ fn spacing_fps(timestamps: &[f64], fallback: f64) -> f64 {
             (timestamps.len() - 1) as f64 / (b - a)
         }
         _ => fallback,
+    }
+}
+
+/// Frames chosen by fps or count sampling.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Selection {
+    pub start_frame: usize,
+    pub end_frame: usize,
+    pub indices: Vec<usize>,
+    pub sample_fps: f64,
+}
+
+/// qwen-vl-utils' torchcodec/decord reader: range, count, then
+/// `torch.linspace(start, end, n).round()` in float32.
+pub fn select_frames(options: &SamplingOptions, total: usize, video_fps: f64) -> Result<Selection> {
+    let (start_frame, end_frame, count) =
+        frame_range(options.start, options.end, total, video_fps)?;
+    let n = smart_nframes(options, count, video_fps)?;
+    let indices = linspace_f32(start_frame as f32, end_frame as f32, n)
+        .into_iter()
+        .map(|v| v.round_ties_even() as usize)
+        .collect();
+    Ok(Selection {
+        start_frame,
+        end_frame,
+        indices,
+        sample_fps: n as f64 / (count as f64).max(1e-6) * video_fps,
+    })
+}
+
+/// qwen-vl-utils `fetch_video` sizing for `frames` sampled frames of frame_h × frame_w.
+pub fn resized_size(
+    options: &SamplingOptions,
+    frames: usize,
+    frame_h: u64,
+    frame_w: u64,
+) -> Result<(u32, u32)> {
+    match options.resized {
+        // Fixed sizes use the image limits (4 to 16384 tokens), not the video ones.
+        Some((h, w)) => smart_resize(
+            h.into(),
+            w.into(),
+            f64::from(4 * FACTOR * FACTOR),
+            f64::from(16384 * FACTOR * FACTOR),
+        ),
+        None => {
+            let budget = (options.total_pixels / frames as f64 * TEMPORAL_PATCH_SIZE as f64)
+                .min(FRAME_MAX_PIXELS);
+            let mut max_pixels = budget.max((options.min_pixels * 1.05).trunc());
+            if let Some(asked) = options.max_pixels {
+                max_pixels = max_pixels.min(asked);
+            }
+            smart_resize(frame_h, frame_w, options.min_pixels, max_pixels)
+        }
     }
 }
 
@@ -315,7 +339,7 @@ pub fn linspace_f32(start: f32, end: f32, steps: usize) -> Vec<f32> {
 pub fn smart_resize(
     height: u64,
     width: u64,
-    min_pixels: u64,
+    min_pixels: f64,
     max_pixels: f64,
 ) -> Result<(u32, u32)> {
     let bad = |reason: String| Error::Dimensions {
@@ -333,7 +357,7 @@ pub fn smart_resize(
             h.max(w) / h.min(w)
         )));
     }
-    if (min_pixels as f64) > max_pixels {
+    if min_pixels > max_pixels {
         return Err(bad(format!(
             "min_pixels {min_pixels} exceeds max_pixels {max_pixels}"
         )));
@@ -345,8 +369,8 @@ pub fn smart_resize(
         let beta = ((h * w) / max_pixels).sqrt();
         h_bar = floor_by_factor(h / beta, f);
         w_bar = floor_by_factor(w / beta, f);
-    } else if h_bar * w_bar < min_pixels as f64 {
-        let beta = (min_pixels as f64 / (h * w)).sqrt();
+    } else if h_bar * w_bar < min_pixels {
+        let beta = (min_pixels / (h * w)).sqrt();
         h_bar = (h * beta / f).ceil() * f;
         w_bar = (w * beta / f).ceil() * f;
     }
@@ -408,15 +432,15 @@ mod tests {
         // 1080p with 60 frames: budget min(602112, 90316800/60*2) = 602112.
         let max = (90316800.0f64 / 60.0 * 2.0).min(FRAME_MAX_PIXELS);
         assert_eq!(
-            smart_resize(1080, 1920, DEFAULT_MIN_PIXELS, max).unwrap(),
+            smart_resize(1080, 1920, DEFAULT_MIN_PIXELS as f64, max).unwrap(),
             (560, 1008)
         );
         // Upscaled to min_pixels.
         assert_eq!(
-            smart_resize(240, 320, DEFAULT_MIN_PIXELS, max).unwrap(),
+            smart_resize(240, 320, DEFAULT_MIN_PIXELS as f64, max).unwrap(),
             (280, 392)
         );
-        assert!(smart_resize(10, 3000, DEFAULT_MIN_PIXELS, max).is_err());
+        assert!(smart_resize(10, 3000, DEFAULT_MIN_PIXELS as f64, max).is_err());
     }
 
     #[test]

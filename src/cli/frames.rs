@@ -1,0 +1,180 @@
+//! `reel frames`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+use clap::Args;
+use reel_codec::{SamplePlan, Video};
+use safetensors::Dtype;
+
+use super::sampling::SamplingArgs;
+use crate::output::{f64_bytes, i64_bytes, write_safetensors, Tensor};
+
+#[derive(Debug, Args)]
+pub struct FramesArgs {
+    /// Video file (MP4/MOV, MKV/WebM, or raw .h264/.hevc).
+    pub file: PathBuf,
+    /// Output safetensors file.
+    #[arg(long, short)]
+    pub output: PathBuf,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// Worker threads [default: all cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Write the output even when the decoder had to conceal errors in sampled frames
+    /// (they are listed in the metadata as corrupt_frames).
+    #[arg(long)]
+    pub keep_corrupt: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: FramesArgs) -> anyhow::Result<()> {
+    let threads = args
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    let t0 = Instant::now();
+    let video =
+        Video::open(&args.file).with_context(|| format!("cannot open {}", args.file.display()))?;
+    let t_demux = t0.elapsed();
+    let plan = SamplePlan::new(video.info(), video.index(), &args.sampling.options())?;
+    let t1 = Instant::now();
+    let prepared = prepare(&video, &plan, threads)?;
+    let t_decode = t1.elapsed();
+    let corrupt = &prepared.report.corrupt_frames;
+    if !corrupt.is_empty() && !args.keep_corrupt {
+        bail!(
+            "the decoder concealed bitstream errors in sampled frames {corrupt:?}; nothing was written \
+             (use --keep-corrupt to write them anyway)"
+        );
+    }
+    let t2 = Instant::now();
+    let grid = plan.grid_thw;
+    let frame_indices: Vec<i64> = plan.frames.iter().map(|&f| f as i64).collect();
+    let (grid_bytes, index_bytes, time_bytes) = (
+        i64_bytes(&grid.map(|v| v as i64)),
+        i64_bytes(&frame_indices),
+        f64_bytes(&plan.timestamps),
+    );
+    let tensors = [
+        Tensor::f32(
+            "pixel_values",
+            vec![
+                prepared.pixel_values.rows(),
+                reel_codec::preprocess::PATCH_DIM,
+            ],
+            &prepared.pixel_values.data,
+        ),
+        Tensor::new("video_grid_thw", Dtype::I64, vec![1, 3], &grid_bytes),
+        Tensor::new(
+            "frame_indices",
+            Dtype::I64,
+            vec![frame_indices.len()],
+            &index_bytes,
+        ),
+        Tensor::new(
+            "timestamps",
+            Dtype::F64,
+            vec![plan.timestamps.len()],
+            &time_bytes,
+        ),
+    ];
+    let metadata = metadata(&args, &video, &plan, corrupt);
+    write_safetensors(&args.output, &tensors, metadata)?;
+    let t_write = t2.elapsed();
+    let summary = serde_json::json!({
+        "output": args.output,
+        "frames": plan.frames.len(),
+        "grid_thw": grid,
+        "tokens": plan.tokens(),
+        "resized": [plan.resized_height, plan.resized_width],
+        "sample_fps": plan.sample_fps,
+        "packets_decoded": prepared.report.packets_decoded,
+        "packets_skipped": prepared.report.packets_skipped,
+        "packets_total": video.index().len(),
+        "seconds": {
+            "demux": t_demux.as_secs_f64(),
+            "decode_preprocess": t_decode.as_secs_f64(),
+            "write": t_write.as_secs_f64(),
+            "total": t0.elapsed().as_secs_f64(),
+        },
+    });
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        println!(
+            "{}: {} frames → {}x{}, grid {:?} ({} tokens); decoded {} of {} packets; {:.3} s \
+             (demux {:.3}, decode+preprocess {:.3}, write {:.3})",
+            args.output.display(),
+            plan.frames.len(),
+            plan.resized_height,
+            plan.resized_width,
+            grid,
+            plan.tokens(),
+            prepared.report.packets_decoded,
+            video.index().len(),
+            t0.elapsed().as_secs_f64(),
+            t_demux.as_secs_f64(),
+            t_decode.as_secs_f64(),
+            t_write.as_secs_f64(),
+        );
+    }
+    Ok(())
+}
+
+#[cfg(feature = "ffmpeg")]
+fn prepare(
+    video: &Video,
+    plan: &SamplePlan,
+    threads: usize,
+) -> anyhow::Result<reel_codec::pipeline::Prepared> {
+    Ok(reel_codec::pipeline::prepare_cpu(video, plan, threads)?)
+}
+
+#[cfg(not(feature = "ffmpeg"))]
+fn prepare(_: &Video, _: &SamplePlan, _: usize) -> anyhow::Result<reel_codec::pipeline::Prepared> {
+    bail!("this build has no CPU decoder (built without the `ffmpeg` feature)")
+}
+
+fn metadata(
+    args: &FramesArgs,
+    video: &Video,
+    plan: &SamplePlan,
+    corrupt: &[usize],
+) -> HashMap<String, String> {
+    let json = |v: serde_json::Value| v.to_string();
+    HashMap::from([
+        ("format".into(), "reel.frames.v1".into()),
+        ("reel_version".into(), env!("CARGO_PKG_VERSION").into()),
+        ("source".into(), args.file.display().to_string()),
+        ("frame_indices".into(), json(serde_json::json!(plan.frames))),
+        (
+            "timestamps".into(),
+            json(serde_json::json!(plan.timestamps)),
+        ),
+        (
+            "video_grid_thw".into(),
+            json(serde_json::json!([plan.grid_thw])),
+        ),
+        (
+            "second_per_grid_ts".into(),
+            json(serde_json::json!([plan.second_per_grid_t])),
+        ),
+        ("sample_fps".into(), plan.sample_fps.to_string()),
+        ("resized_height".into(), plan.resized_height.to_string()),
+        ("resized_width".into(), plan.resized_width.to_string()),
+        (
+            "stream".into(),
+            json(serde_json::to_value(video.info()).unwrap_or_default()),
+        ),
+        (
+            "sampling".into(),
+            json(serde_json::to_value(args.sampling.options()).unwrap_or_default()),
+        ),
+        ("corrupt_frames".into(), json(serde_json::json!(corrupt))),
+    ])
+}

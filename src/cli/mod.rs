@@ -1,0 +1,37 @@
+//! Command-line interface.
+
+mod frames;
+mod probe;
+mod sampling;
+
+use clap::{Parser, Subcommand};
+
+/// Turn videos into model-ready frames and vision-encoder embeddings, on NVIDIA
+/// hardware decoders and CUDA when present, on the CPU otherwise.
+#[derive(Debug, Parser)]
+#[command(name = "reel", version, propagate_version = true)]
+pub struct Cli {
+    /// Log debug information (or set REEL_LOG, e.g. REEL_LOG=reel_codec=trace).
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show a video's stream information: codec, size, colour, timing, GOPs.
+    Probe(probe::ProbeArgs),
+    /// Sample frames and preprocess them for Qwen2.5-VL into a safetensors file
+    /// (pixel_values [t·h·w, 1176] f32, video_grid_thw, frame indices, timestamps).
+    Frames(frames::FramesArgs),
+}
+
+impl Cli {
+    pub fn run(self) -> anyhow::Result<()> {
+        match self.command {
+            Command::Probe(args) => probe::run(args),
+            Command::Frames(args) => frames::run(args),
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! Writing results: safetensors files, written whole or not at all.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::Path;
+
+use anyhow::Context;
+use safetensors::tensor::TensorView;
+use safetensors::Dtype;
+
+/// A named tensor to write.
+pub struct Tensor<'a> {
+    pub name: String,
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    pub bytes: &'a [u8],
+}
+
+impl<'a> Tensor<'a> {
+    pub fn f32(name: &str, shape: Vec<usize>, data: &'a [f32]) -> Self {
+        Self::new(name, Dtype::F32, shape, bytemuck_f32(data))
+    }
+
+    pub fn new(name: &str, dtype: Dtype, shape: Vec<usize>, bytes: &'a [u8]) -> Self {
+        Self {
+            name: name.to_string(),
+            dtype,
+            shape,
+            bytes,
+        }
+    }
+}
+
+fn bytemuck_f32(data: &[f32]) -> &[u8] {
+    // f32 has no padding and any bit pattern is a valid u8 sequence.
+    let len = std::mem::size_of_val(data);
+    // SAFETY: reinterpreting initialized f32 memory as bytes of the same length; u8
+    // has alignment 1 and the lifetime is tied to `data`.
+    unsafe { std::slice::from_raw_parts(data.as_ptr().cast::<u8>(), len) }
+}
+
+/// Little-endian bytes of i64 values.
+pub fn i64_bytes(values: &[i64]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// Little-endian bytes of f64 values.
+pub fn f64_bytes(values: &[f64]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// Writes a safetensors file atomically: to a temporary file in the same folder,
+/// synced, then renamed over `path`. An interrupted run leaves no file that looks
+/// complete.
+pub fn write_safetensors(
+    path: &Path,
+    tensors: &[Tensor],
+    metadata: HashMap<String, String>,
+) -> anyhow::Result<()> {
+    let views = tensors
+        .iter()
+        .map(|t| {
+            TensorView::new(t.dtype, t.shape.clone(), t.bytes)
+                .map(|v| (t.name.clone(), v))
+                .with_context(|| format!("tensor {}", t.name))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let file_name = path.file_name().context("output path has no file name")?;
+    let tmp = dir.join(format!(
+        ".{}.{}.partial",
+        file_name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| {
+        safetensors::serialize_to_file(views, Some(metadata), &tmp)
+            .with_context(|| format!("cannot write {}", tmp.display()))?;
+        File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, path)
+            .with_context(|| format!("cannot move the output to {}", path.display()))?;
+        if let Ok(d) = File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
