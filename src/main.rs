@@ -1,6 +1,7 @@
 //! reel: videos to vision-encoder embeddings for multimodal LLM servers.
 
 mod cli;
+mod engine;
 mod output;
 
 use clap::Parser;

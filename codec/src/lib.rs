@@ -13,6 +13,7 @@ pub mod bitstream;
 pub mod decode;
 pub mod demux;
 mod error;
+pub mod gpu;
 mod index;
 pub mod pipeline;
 pub mod plan;

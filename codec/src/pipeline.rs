@@ -7,7 +7,7 @@ use rayon::prelude::*;
 use crate::decode::{DecodeReport, DecodedFrame};
 use crate::plan::TEMPORAL_PATCH_SIZE;
 use crate::preprocess::{
-    resize_bicubic_aa, write_frame, ColorConverter, Normalization, PixelValues, RgbImage, PATCH_DIM,
+    resize_planes, write_frame, ColorConverter, Normalization, PixelValues, RgbImage, PATCH_DIM,
 };
 use crate::stream::{Range, StreamInfo};
 use crate::{Error, Result, SamplePlan, Video};
@@ -32,8 +32,10 @@ pub fn frame_to_rgb(
         None => info.color.conversion_range(),
     };
     let converter = ColorConverter::new(info.color.conversion_matrix(), range, info.bit_depth);
-    let rgb = converter.convert(&frame.image).rotated(info.rotation);
-    resize_bicubic_aa(&rgb, height, width)
+    let planes = converter
+        .convert_planar(&frame.image)
+        .rotated(info.rotation);
+    resize_planes(&planes, height, width)
 }
 
 /// Normalizes and patchifies resized frames (one per slot, an even count) into
@@ -163,7 +165,7 @@ pub fn check_readable(video: &Video, plan: &SamplePlan) -> Result<()> {
     for range in &plan.decode {
         for p in range.packets.clone() {
             let packet = &packets[p];
-            if packet.offset + u64::from(packet.size) > len {
+            if packet.offset.saturating_add(u64::from(packet.size)) > len {
                 return Err(Error::Truncated {
                     index: p,
                     offset: packet.offset,

@@ -66,13 +66,13 @@ impl Video {
         self.index
             .packets()
             .iter()
-            .filter(|p| p.offset + u64::from(p.size) > len)
+            .filter(|p| p.offset.saturating_add(u64::from(p.size)) > len)
             .count()
     }
 
     fn packet(&self, index: usize) -> Result<&Packet> {
         let p = &self.index.packets()[index];
-        if p.offset + u64::from(p.size) > self.source.len() {
+        if p.offset.saturating_add(u64::from(p.size)) > self.source.len() {
             return Err(Error::Truncated {
                 index,
                 offset: p.offset,

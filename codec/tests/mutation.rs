@@ -8,12 +8,16 @@
 //! [`SOFT_LIMIT`] bytes at its peak, or a case slower than [`SLOW_CASE`] fails the test,
 //! which then lists every failing case with its fixture and seed.
 //!
+//! A second test runs hand-made inputs: a specific extreme value in a specific field
+//! (Exp-Golomb fields of 2^32-2, 64-bit times and offsets near the limits, a `trun`
+//! claiming millions of samples, absurd sizes), which random mutation rarely hits.
+//!
 //! Reproduce one case (prints the mutations and lets the panic through, so
 //! `RUST_BACKTRACE=1` gives the backtrace):
 //!
 //! ```text
 //! REEL_MUTATION_CASE=h264_frag.mp4:0x0123456789abcdef \
-//!     cargo test -p reel-codec --test mutation -- --nocapture
+//!     cargo test -p reel-codec --test mutation mutated -- --nocapture
 //! ```
 //!
 //! Other knobs: `REEL_MUTATION_CASES` (cases per fixture, default 200),
@@ -95,7 +99,7 @@ fn report_hard_limit(request: isize) {
     let mut stderr = ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(2) });
     let _ = stderr.write_all(b"\nmutation test: allocation over the hard limit (");
     let _ = stderr.write_all(itoa(request).as_slice());
-    let _ = stderr.write_all(b" bytes requested) in case ");
+    let _ = stderr.write_all(b" more bytes asked for) in case ");
     let _ = CURRENT.try_with(|c| {
         if let Ok(c) = c.try_borrow() {
             let _ = stderr.write_all(c.as_bytes());
@@ -241,6 +245,26 @@ struct Hotspots {
     vints: Vec<(usize, usize)>,
     /// Matroska element ids: (position, length).
     ids: Vec<(usize, usize)>,
+    /// 8-byte fields: 64-bit times and offsets (tfdt, tfhd, co64, elst, mdhd).
+    wide: Vec<usize>,
+    /// Payloads of MP4 full boxes (version byte, 24-bit flags).
+    full_boxes: Vec<usize>,
+    /// Bytes inside H.264/HEVC parameter sets (and avcC/hvcC), where Exp-Golomb
+    /// fields are.
+    golomb: Vec<usize>,
+    /// Matroska unsigned-integer leaf elements that can be widened to 8 bytes.
+    uints: Vec<MkvLeaf>,
+}
+
+/// A Matroska leaf element and the sized ancestors to fix when it grows.
+#[derive(Clone)]
+struct MkvLeaf {
+    /// Position of its size vint and that vint's length.
+    size_at: (usize, usize),
+    payload: usize,
+    len: usize,
+    /// (size position, size length, size value) of every ancestor with a known size.
+    ancestors: Vec<(usize, usize, u64)>,
 }
 
 impl Hotspots {
@@ -249,12 +273,14 @@ impl Hotspots {
         if data.len() >= 8 && is_mp4_type(&data[4..8]) {
             mp4_boxes(data, 0, data.len(), 0, &mut hot);
         } else if data.starts_with(&[0x1A, 0x45, 0xDF, 0xA3]) {
-            mkv_elements(data, 0, data.len(), 0, &mut hot);
+            mkv_elements(data, 0, data.len(), &mut Vec::new(), &mut hot);
         } else {
             annexb_units(data, &mut hot);
         }
-        // The first bytes of packets: NAL length prefixes, VP9/AV1 frame headers.
-        if let Ok(video) = Video::from_bytes(data.to_vec(), Some(name)) {
+        // The first bytes of packets: NAL length prefixes, VP9/AV1 frame headers. (A
+        // fixture that fails to open, or panics, is the other tests' business.)
+        let opened = panic::catch_unwind(|| Video::from_bytes(data.to_vec(), Some(name)));
+        if let Ok(Ok(video)) = opened {
             for p in video.index().packets().iter().take(MAX_PACKETS_READ) {
                 let at = p.offset as usize;
                 if at + 4 <= data.len() {
@@ -326,6 +352,23 @@ fn mp4_boxes(data: &[u8], start: usize, end: usize, depth: usize, hot: &mut Hots
             | b"elst" | b"trun" | b"tfhd" | b"tfdt" | b"mdhd" | b"tkhd" | b"trex" | b"hdlr"
             | b"mvhd" | b"sidx" | b"mehd" | b"mfhd" => {
                 words(hot, payload, 8);
+                hot.full_boxes.push(payload);
+                if payload + 4 <= box_end {
+                    let version = data[payload];
+                    let flags = be32(data, payload) & 0xff_ffff;
+                    let mut wide = |at: usize| {
+                        if at + 8 <= box_end {
+                            hot.wide.push(at);
+                        }
+                    };
+                    match &kind {
+                        b"tfdt" | b"mdhd" | b"mvhd" if version == 1 => wide(payload + 4),
+                        b"tfhd" if flags & 1 != 0 => wide(payload + 8),
+                        b"co64" => (0..16).for_each(|i| wide(payload + 8 + 8 * i)),
+                        b"elst" if version == 1 => (0..2).for_each(|i| wide(payload + 8 + 8 * i)),
+                        _ => {}
+                    }
+                }
                 // And a few entries further into the table.
                 let mut at = payload + 32;
                 while at + 4 <= box_end && at < payload + 32 + 64 * 4 {
@@ -335,6 +378,9 @@ fn mp4_boxes(data: &[u8], start: usize, end: usize, depth: usize, hot: &mut Hots
             }
             b"avcC" | b"hvcC" | b"av1C" | b"vpcC" | b"colr" | b"pasp" => {
                 hot.bytes.extend(payload..box_end.min(payload + 48));
+                if &kind == b"avcC" || &kind == b"hvcC" {
+                    hot.golomb.extend(payload..box_end.min(payload + 96));
+                }
                 words(hot, payload, 4);
             }
             _ => {}
@@ -356,7 +402,14 @@ fn vint(data: &[u8]) -> Option<(u64, usize)> {
     Some((v, len))
 }
 
-fn mkv_elements(data: &[u8], start: usize, end: usize, depth: usize, hot: &mut Hotspots) {
+/// Walks Matroska elements; `ancestors` holds the sized masters around `start`.
+fn mkv_elements(
+    data: &[u8],
+    start: usize,
+    end: usize,
+    ancestors: &mut Vec<(usize, usize, u64)>,
+    hot: &mut Hotspots,
+) {
     const MASTERS: [u32; 9] = [
         0x1A45_DFA3, // EBML
         0x1853_8067, // Segment
@@ -368,9 +421,14 @@ fn mkv_elements(data: &[u8], start: usize, end: usize, depth: usize, hot: &mut H
         0x1F43_B675, // Cluster
         0xA0,        // BlockGroup
     ];
+    /// Unsigned-integer elements reel reads: Timecode, DefaultDuration, TimecodeScale,
+    /// PixelWidth/Height, TrackNumber, TrackType, colour fields.
+    const UINTS: [u32; 10] = [
+        0xE7, 0x23_E383, 0x2A_D7B1, 0xB0, 0xBA, 0xD7, 0x83, 0x55B1, 0x55B9, 0x55BB,
+    ];
     let mut pos = start;
     let mut blocks = 0;
-    while pos < end && depth < 8 {
+    while pos < end && ancestors.len() < 8 {
         let Some((_, id_len)) = vint(&data[pos..end]) else {
             break;
         };
@@ -399,7 +457,14 @@ fn mkv_elements(data: &[u8], start: usize, end: usize, depth: usize, hot: &mut H
             }
         };
         if MASTERS.contains(&id) {
-            mkv_elements(data, payload, elem_end, depth + 1, hot);
+            let sized = !unknown;
+            if sized {
+                ancestors.push((pos + id_len, size_len, size));
+            }
+            mkv_elements(data, payload, elem_end, ancestors, hot);
+            if sized {
+                ancestors.pop();
+            }
         } else if id == 0xA3 || id == 0xA1 {
             // (Simple)Block header: track number, timecode, flags. Every block would
             // drown the rest; take the first few per parent.
@@ -409,9 +474,23 @@ fn mkv_elements(data: &[u8], start: usize, end: usize, depth: usize, hot: &mut H
                 hot.words.push(payload);
             }
             blocks += 1;
-        } else if depth >= 1 && depth <= 4 && id != 0xEC && id != 0xBF {
-            // Leaf elements of headers: track number/type, codec id, sizes, CodecPrivate.
-            hot.bytes.extend(payload..elem_end.min(payload + 24));
+        } else {
+            if !ancestors.is_empty() && id != 0xEC && id != 0xBF {
+                // Leaf elements of headers: track number/type, codec id, sizes, CodecPrivate.
+                hot.bytes.extend(payload..elem_end.min(payload + 24));
+            }
+            if id == 0x63A2 {
+                // CodecPrivate: avcC/hvcC with parameter sets.
+                hot.golomb.extend(payload..elem_end.min(payload + 96));
+            }
+            if UINTS.contains(&id) && !unknown && hot.uints.len() < 64 {
+                hot.uints.push(MkvLeaf {
+                    size_at: (pos + id_len, size_len),
+                    payload,
+                    len: elem_end - payload,
+                    ancestors: ancestors.clone(),
+                });
+            }
         }
         pos = elem_end;
     }
@@ -426,6 +505,12 @@ fn annexb_units(data: &[u8], hot: &mut Hotspots) {
             hot.words.push(i.saturating_sub(1));
             // Header bytes, and for parameter sets and slices their first fields.
             hot.bytes.extend(nal..(nal + 24).min(data.len()));
+            if let Some(&h) = data.get(nal) {
+                let parameter_set = matches!(h & 0x1f, 7 | 8) // H.264 SPS/PPS
+                    || (h & 0x81 == 0 && matches!((h >> 1) & 0x3f, 32..=34)); // HEVC
+                let n = if parameter_set { 96 } else { 8 };
+                hot.golomb.extend(nal..(nal + n).min(data.len()));
+            }
             units += 1;
             i = nal;
         } else {
@@ -542,7 +627,7 @@ fn mutate_once(buf: &mut Vec<u8>, hot: &Hotspots, rng: &mut Rng) -> String {
         );
     }
     // Weighted choice of the mutation kind.
-    const WEIGHTS: [usize; 14] = [3, 3, 1, 1, 1, 1, 4, 1, 1, 3, 2, 2, 2, 1];
+    const WEIGHTS: [usize; 17] = [3, 3, 1, 1, 1, 1, 4, 1, 2, 3, 2, 2, 2, 1, 3, 2, 2];
     let total: usize = WEIGHTS.iter().sum();
     let mut roll = rng.below(total);
     let mut kind = 0;
@@ -620,7 +705,9 @@ fn mutate_once(buf: &mut Vec<u8>, hot: &Hotspots, rng: &mut Rng) -> String {
             format!("zero {n} bytes at {at}")
         }
         8 => {
-            let at = if !hot.words.is_empty() && rng.below(2) == 0 {
+            let at = if !hot.wide.is_empty() && rng.below(2) == 0 {
+                *rng.pick(&hot.wide)
+            } else if !hot.words.is_empty() && rng.below(2) == 0 {
                 *rng.pick(&hot.words)
             } else {
                 rng.below(len) & !3
@@ -699,7 +786,7 @@ fn mutate_once(buf: &mut Vec<u8>, hot: &Hotspots, rng: &mut Rng) -> String {
                 format!("write token {token:02x?} at {at}")
             }
         }
-        _ => {
+        13 => {
             // Swap two runs of equal length.
             let n = rng.range(1, 64).min(len / 2).max(1);
             let a = rng.below(len - n + 1);
@@ -710,6 +797,82 @@ fn mutate_once(buf: &mut Vec<u8>, hot: &Hotspots, rng: &mut Rng) -> String {
             put(buf, b, &first);
             format!("swap {n} bytes at {a} and {b}")
         }
+        14 => {
+            // An extreme Exp-Golomb code: 2 or 3 zero bytes, a 1 bit at a random
+            // position of the next byte, then ones. Where a ue(v) starts at the right
+            // bit, it decodes to (nearly) 2^32 - 2.
+            let at = pick_pos(rng, &hot.golomb, len);
+            let zeros = rng.range(2, 3);
+            let mut bytes = vec![0u8; zeros];
+            bytes.push(1 << rng.below(8));
+            bytes.extend([0xFF; 4]);
+            put(buf, at, &bytes);
+            format!("write Exp-Golomb run {bytes:02x?} at {at}")
+        }
+        15 => {
+            // MP4 full box: another version, or flags that select other fields.
+            if hot.full_boxes.is_empty() {
+                return mutate_once(buf, hot, rng);
+            }
+            let at = *rng.pick(&hot.full_boxes);
+            if at + 4 > len {
+                return mutate_once(buf, hot, rng);
+            }
+            const FLAGS: [u32; 10] = [
+                0, 0x01, 0x05, 0x0F01, 0x0205, 0x0A05, 0x02_0000, 0x02_0001, 0x3B, 0xFF_FFFF,
+            ];
+            let (what, value) = if rng.below(2) == 0 {
+                let v = *rng.pick(&[0u8, 1, 2, 255]);
+                buf[at] = v;
+                ("version", u32::from(v))
+            } else {
+                let f = if rng.below(4) == 0 {
+                    rng.next() as u32 & 0xff_ffff
+                } else {
+                    *rng.pick(&FLAGS)
+                };
+                put(buf, at + 1, &f.to_be_bytes()[1..]);
+                ("flags", f)
+            };
+            format!("set full box {what} at {at} to {value:#x}")
+        }
+        16 => {
+            // Matroska: widen an unsigned element to 8 bytes holding a huge value,
+            // growing the sizes of its ancestors to match.
+            if hot.uints.is_empty() {
+                return mutate_once(buf, hot, rng);
+            }
+            let leaf = rng.pick(&hot.uints).clone();
+            if leaf.payload + leaf.len > len {
+                return mutate_once(buf, hot, rng);
+            }
+            let value = match rng.below(4) {
+                0 => (i64::MAX as u64) - rng.range(0, 1 << 16) as u64,
+                1 => 1 << rng.range(32, 63),
+                _ => *rng.pick(&HUGE64),
+            };
+            let delta = 8 - leaf.len as i64;
+            let vint_bytes = |value: u64, n: usize| {
+                let mut b = value.to_be_bytes()[8 - n..].to_vec();
+                b[0] |= 0x80 >> (n - 1);
+                b
+            };
+            // Ancestors first (they come before the leaf, so positions hold).
+            for &(at, n, size) in &leaf.ancestors {
+                let new = size as i64 + delta;
+                if new < 0 || new as u64 >= (1u64 << (7 * n)) - 1 {
+                    return format!("(widen skipped: ancestor size at {at} does not fit)");
+                }
+                put(buf, at, &vint_bytes(new as u64, n));
+            }
+            put(buf, leaf.size_at.0, &vint_bytes(8, leaf.size_at.1));
+            buf.splice(leaf.payload..leaf.payload + leaf.len, value.to_be_bytes());
+            format!(
+                "widen element at {} to 8 bytes = {value:#x}",
+                leaf.size_at.0
+            )
+        }
+        _ => unreachable!(),
     }
 }
 
@@ -1052,4 +1215,613 @@ fn mutated_fixtures_give_typed_errors_with_bounded_memory() {
         }
         panic!("{report}");
     }
+}
+
+// ---------------------------------------------------------------------------------
+// Hand-made inputs: the cases random mutation rarely reaches (a specific value in a
+// specific field, or two fields at once), each a minimal edit of a fixture or a tiny
+// stream built from scratch. All must give typed errors, quickly, in bounded memory.
+
+/// Writes bits MSB first; `finish` adds the RBSP stop bit and emulation prevention.
+#[derive(Default)]
+struct Bits {
+    bytes: Vec<u8>,
+    n: usize,
+}
+
+impl Bits {
+    fn put(&mut self, value: u64, count: u32) -> &mut Self {
+        for i in (0..count).rev() {
+            if self.n % 8 == 0 {
+                self.bytes.push(0);
+            }
+            let bit = ((value >> i) & 1) as u8;
+            *self.bytes.last_mut().unwrap() |= bit << (7 - self.n % 8);
+            self.n += 1;
+        }
+        self
+    }
+
+    /// Exp-Golomb ue(v), for any v < 2^32 - 1.
+    fn ue(&mut self, v: u64) -> &mut Self {
+        let v = v + 1;
+        let len = 64 - v.leading_zeros();
+        self.put(0, len - 1).put(v, len)
+    }
+
+    fn rbsp(&mut self) -> Vec<u8> {
+        self.put(1, 1);
+        let mut out = Vec::new();
+        let mut zeros = 0;
+        for &b in &self.bytes {
+            if zeros >= 2 && b <= 3 {
+                out.push(3);
+                zeros = 0;
+            }
+            zeros = if b == 0 { zeros + 1 } else { 0 };
+            out.push(b);
+        }
+        out
+    }
+
+    /// Raw bytes, no stop bit (VP9 headers).
+    fn raw(&self) -> Vec<u8> {
+        self.bytes.clone()
+    }
+}
+
+/// ue(v) that decodes to 2^32 - 2, the largest value BitReader::ue returns.
+const UE_MAX: u64 = (1 << 32) - 2;
+
+fn annexb(nals: &[Vec<u8>]) -> Vec<u8> {
+    nals.iter()
+        .flat_map(|n| [0, 0, 0, 1].into_iter().chain(n.iter().copied()))
+        .collect()
+}
+
+fn h264_sps(build: impl FnOnce(&mut Bits)) -> Vec<u8> {
+    let mut b = Bits::default();
+    build(&mut b);
+    let mut nal = vec![0x67];
+    nal.extend(b.rbsp());
+    annexb(&[nal])
+}
+
+fn hevc_sps(build: impl FnOnce(&mut Bits)) -> Vec<u8> {
+    let mut b = Bits::default();
+    b.put(0, 4).put(0, 3).put(1, 1); // vps id, max_sub_layers_minus1, nesting
+    b.put(0, 3)
+        .put(1, 5)
+        .put(0x6000_0000, 32)
+        .put(0, 48)
+        .put(93, 8); // PTL
+    b.ue(0).ue(1).ue(64).ue(64); // sps id, 4:2:0, 64x64
+    build(&mut b);
+    let mut nal = vec![0x42, 0x01];
+    nal.extend(b.rbsp());
+    annexb(&[nal])
+}
+
+/// A Matroska element with an 8-byte size.
+fn el(id: &[u8], payload: &[u8]) -> Vec<u8> {
+    let mut out = id.to_vec();
+    out.push(0x01);
+    out.extend_from_slice(&(payload.len() as u64).to_be_bytes()[1..]);
+    out.extend_from_slice(payload);
+    out
+}
+
+fn el_uint(id: &[u8], v: u64) -> Vec<u8> {
+    el(id, &v.to_be_bytes())
+}
+
+fn vp9_key_frame() -> Vec<u8> {
+    let mut b = Bits::default();
+    b.put(2, 2)
+        .put(0, 2)
+        .put(0, 1)
+        .put(0, 1)
+        .put(1, 1)
+        .put(0, 1); // profile 0 key frame
+    b.put(0x49_83_42, 24)
+        .put(2, 3)
+        .put(0, 1)
+        .put(63, 16)
+        .put(47, 16);
+    let mut f = b.raw();
+    f.extend([0u8; 16]);
+    f
+}
+
+/// A cluster: its timecode and its blocks as (relative timecode, payload).
+type Cluster = (u64, Vec<(i16, Vec<u8>)>);
+
+struct Mkv {
+    timecode_scale: u64,
+    default_duration: Option<u64>,
+    size: (u64, u64),
+    clusters: Vec<Cluster>,
+}
+
+impl Mkv {
+    fn vp9(clusters: Vec<Cluster>) -> Self {
+        Mkv {
+            timecode_scale: 1_000_000,
+            default_duration: Some(33_333_333),
+            size: (64, 48),
+            clusters,
+        }
+    }
+
+    fn build(&self) -> Vec<u8> {
+        let mut out = el(&[0x1A, 0x45, 0xDF, 0xA3], &el(&[0x42, 0x82], b"webm"));
+        let mut segment = el(
+            &[0x15, 0x49, 0xA9, 0x66],
+            &el_uint(&[0x2A, 0xD7, 0xB1], self.timecode_scale),
+        );
+        let video = [el_uint(&[0xB0], self.size.0), el_uint(&[0xBA], self.size.1)].concat();
+        let mut entry = [
+            el_uint(&[0xD7], 1),
+            el_uint(&[0x83], 1),
+            el(&[0x86], b"V_VP9"),
+            el(&[0xE0], &video),
+        ]
+        .concat();
+        if let Some(d) = self.default_duration {
+            entry.extend(el_uint(&[0x23, 0xE3, 0x83], d));
+        }
+        segment.extend(el(&[0x16, 0x54, 0xAE, 0x6B], &el(&[0xAE], &entry)));
+        for (timecode, blocks) in &self.clusters {
+            let mut cluster = el_uint(&[0xE7], *timecode);
+            for (relative, payload) in blocks {
+                let mut block = vec![0x81];
+                block.extend(relative.to_be_bytes());
+                block.push(0x80);
+                block.extend(payload);
+                cluster.extend(el(&[0xA3], &block));
+            }
+            segment.extend(el(&[0x1F, 0x43, 0xB6, 0x75], &cluster));
+        }
+        out.extend(el(&[0x18, 0x53, 0x80, 0x67], &segment));
+        out
+    }
+}
+
+fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(video_dir().join(name)).expect("fixture")
+}
+
+/// Where children start inside a box's payload.
+fn children_at(kind: &[u8]) -> usize {
+    match kind {
+        b"stsd" => 8,
+        b"avc1" | b"avc3" | b"hvc1" | b"hev1" | b"vp09" | b"av01" => 78,
+        _ => 0,
+    }
+}
+
+/// Start offsets of the boxes along `path`, inside the `nth` top-level box of type
+/// `path[0]`. Only 32-bit box sizes (all the fixtures have).
+fn mp4_chain(data: &[u8], nth: usize, path: &[&[u8; 4]]) -> Vec<usize> {
+    let mut out = Vec::new();
+    let (mut start, mut end) = (0, data.len());
+    for (depth, kind) in path.iter().enumerate() {
+        let mut pos = start;
+        let mut skip = if depth == 0 { nth } else { 0 };
+        loop {
+            assert!(
+                pos + 8 <= end,
+                "no '{}' box",
+                String::from_utf8_lossy(&kind[..])
+            );
+            let size = be32(data, pos) as usize;
+            assert!(size >= 8 && pos + size <= end, "odd box size at {pos}");
+            if data[pos + 4..pos + 8] == kind[..] {
+                if skip == 0 {
+                    out.push(pos);
+                    start = pos + 8 + children_at(&kind[..]);
+                    end = pos + size;
+                    break;
+                }
+                skip -= 1;
+            }
+            pos += size;
+        }
+    }
+    out
+}
+
+/// Payload offset of the last box on the path.
+fn mp4_payload_at(data: &[u8], nth: usize, path: &[&[u8; 4]]) -> usize {
+    mp4_chain(data, nth, path).last().unwrap() + 8
+}
+
+/// Replaces the last box on the path (type and payload), fixing its ancestors' sizes.
+fn mp4_replace(
+    data: &[u8],
+    nth: usize,
+    path: &[&[u8; 4]],
+    kind: &[u8; 4],
+    payload: &[u8],
+) -> Vec<u8> {
+    let chain = mp4_chain(data, nth, path);
+    let last = *chain.last().unwrap();
+    let old = be32(data, last) as usize;
+    let delta = (payload.len() + 8) as i64 - old as i64;
+    let mut out = data[..last].to_vec();
+    out.extend(((payload.len() + 8) as u32).to_be_bytes());
+    out.extend(kind);
+    out.extend(payload);
+    out.extend(&data[last + old..]);
+    for &b in &chain[..chain.len() - 1] {
+        let size = (i64::from(be32(&out, b)) + delta) as u32;
+        out[b..b + 4].copy_from_slice(&size.to_be_bytes());
+    }
+    out
+}
+
+/// Offset of the first sample's composition offset field in a trun payload.
+fn trun_first_cts(data: &[u8], trun: usize) -> usize {
+    let flags = be32(data, trun) & 0xff_ffff;
+    assert!(flags & 0x800 != 0, "trun without composition offsets");
+    let mut at = trun + 8;
+    at += 4 * usize::from(flags & 0x01 != 0) + 4 * usize::from(flags & 0x04 != 0);
+    at + 4 * [0x100, 0x200, 0x400]
+        .iter()
+        .filter(|&&f| flags & f != 0)
+        .count()
+}
+
+const TRAF_TFDT: [&[u8; 4]; 3] = [b"moof", b"traf", b"tfdt"];
+const TRAF_TRUN: [&[u8; 4]; 3] = [b"moof", b"traf", b"trun"];
+const TRAF_TFHD: [&[u8; 4]; 3] = [b"moof", b"traf", b"tfhd"];
+const STBL: [&[u8; 4]; 5] = [b"moov", b"trak", b"mdia", b"minf", b"stbl"];
+
+fn stbl(child: &[u8; 4]) -> Vec<&[u8; 4]> {
+    let mut p = STBL.to_vec();
+    p.push(child);
+    p
+}
+
+/// (name, input, file-name hint).
+fn crafted() -> Vec<(&'static str, Vec<u8>, &'static str)> {
+    let mut cases = Vec::new();
+    let mut add = |name, data, hint| cases.push((name, data, hint));
+
+    // --- H.264 / HEVC parameter sets (raw Annex-B streams)
+    add(
+        "H.264 SPS: bit_depth_luma_minus8 = 2^32-2",
+        h264_sps(|b| {
+            b.put(100, 8).put(0, 8).put(40, 8).ue(0).ue(1).ue(UE_MAX);
+        }),
+        "x.h264",
+    );
+    add(
+        "H.264 SPS: bit_depth_chroma_minus8 = 2^32-2",
+        h264_sps(|b| {
+            b.put(100, 8)
+                .put(0, 8)
+                .put(40, 8)
+                .ue(0)
+                .ue(1)
+                .ue(0)
+                .ue(UE_MAX);
+        }),
+        "x.h264",
+    );
+    add(
+        "H.264 SPS: log2_max_pic_order_cnt_lsb_minus4 = 2^32-2",
+        h264_sps(|b| {
+            b.put(66, 8)
+                .put(0, 8)
+                .put(30, 8)
+                .ue(0)
+                .ue(0)
+                .ue(0)
+                .ue(UE_MAX);
+        }),
+        "x.h264",
+    );
+    add(
+        "H.264 SPS: log2_max_frame_num_minus4 = 2^32-2",
+        h264_sps(|b| {
+            b.put(66, 8).put(0, 8).put(30, 8).ue(0).ue(UE_MAX);
+        }),
+        "x.h264",
+    );
+    add(
+        "H.264 SPS: scaling list delta_scale = 2^31-1",
+        h264_sps(|b| {
+            b.put(100, 8).put(0, 8).put(40, 8).ue(0).ue(1).ue(0).ue(0);
+            b.put(0, 1).put(1, 1).put(1, 1).ue(UE_MAX - 1); // se = +(2^31 - 1)
+        }),
+        "x.h264",
+    );
+    add(
+        "H.264 SPS: frame_crop_left+right overflow u32",
+        h264_sps(|b| {
+            b.put(66, 8)
+                .put(0, 8)
+                .put(30, 8)
+                .ue(0)
+                .ue(0)
+                .ue(0)
+                .ue(0)
+                .ue(1)
+                .put(0, 1);
+            b.ue(19).ue(14).put(1, 1).put(1, 1).put(1, 1);
+            b.ue(UE_MAX).ue(1).ue(0).ue(0).put(0, 1);
+        }),
+        "x.h264",
+    );
+    add(
+        "HEVC SPS: bit_depth_luma_minus8 = 2^32-2",
+        hevc_sps(|b| {
+            b.put(0, 1).ue(UE_MAX);
+        }),
+        "x.hevc",
+    );
+    add(
+        "HEVC SPS: conformance window left+right overflow u32",
+        hevc_sps(|b| {
+            b.put(1, 1).ue(UE_MAX).ue(1).ue(0).ue(0).ue(0).ue(0);
+        }),
+        "x.hevc",
+    );
+    {
+        // SPS 16384x16, PPS, one IDR slice: opens as far as the geometry check.
+        let mut stream = h264_sps(|b| {
+            b.put(66, 8)
+                .put(0, 8)
+                .put(30, 8)
+                .ue(0)
+                .ue(0)
+                .ue(0)
+                .ue(0)
+                .ue(1)
+                .put(0, 1);
+            b.ue(1023).ue(0).put(1, 1).put(1, 1).put(0, 1).put(0, 1);
+        });
+        let mut pps = vec![0x68];
+        pps.extend(Bits::default().ue(0).ue(0).put(0, 2).rbsp());
+        let mut idr = vec![0x65];
+        idr.extend(
+            Bits::default()
+                .ue(0)
+                .ue(7)
+                .ue(0)
+                .put(0, 4)
+                .ue(0)
+                .put(0, 4)
+                .rbsp(),
+        );
+        stream.extend(annexb(&[pps, idr]));
+        add(
+            "H.264: 16384x16 picture (aspect ratio 1024)",
+            stream,
+            "x.h264",
+        );
+    }
+
+    // --- Matroska
+    add(
+        "Matroska VP9: first key block has an empty payload",
+        Mkv::vp9(vec![(0, vec![(0, Vec::new()), (33, vp9_key_frame())])]).build(),
+        "x.webm",
+    );
+    add(
+        "Matroska: cluster timecode i64::MAX - 10, block +100",
+        Mkv::vp9(vec![((i64::MAX - 10) as u64, vec![(100, vp9_key_frame())])]).build(),
+        "x.webm",
+    );
+    add(
+        "Matroska: DefaultDuration 2^62 ns at TimecodeScale 1, reordered blocks",
+        Mkv {
+            timecode_scale: 1,
+            default_duration: Some(1 << 62),
+            ..Mkv::vp9(vec![(
+                0,
+                vec![
+                    (0, vp9_key_frame()),
+                    (3, vp9_key_frame()),
+                    (2, vp9_key_frame()),
+                    (1, vp9_key_frame()),
+                ],
+            )])
+        }
+        .build(),
+        "x.webm",
+    );
+    add(
+        "Matroska: block timecodes -100 and i64::MAX - 5",
+        Mkv::vp9(vec![
+            (0, vec![(-100, vp9_key_frame())]),
+            ((i64::MAX - 10) as u64, vec![(5, vp9_key_frame())]),
+        ])
+        .build(),
+        "x.webm",
+    );
+    add(
+        "Matroska: no DefaultDuration, block timecodes -100 and i64::MAX - 5",
+        Mkv {
+            default_duration: None,
+            ..Mkv::vp9(vec![
+                (0, vec![(-100, vp9_key_frame())]),
+                ((i64::MAX - 10) as u64, vec![(5, vp9_key_frame())]),
+            ])
+        }
+        .build(),
+        "x.webm",
+    );
+    add(
+        "Matroska: 16000x10 picture (aspect ratio 1600)",
+        Mkv {
+            size: (16000, 10),
+            ..Mkv::vp9(vec![(0, vec![(0, vp9_key_frame()), (33, vp9_key_frame())])])
+        }
+        .build(),
+        "x.webm",
+    );
+
+    // --- fragmented MP4 (h264_frag.mp4: tfhd default-base-is-moof, trun v0 with sizes
+    // and composition offsets, tfdt v1)
+    let frag = fixture("h264_frag.mp4");
+    {
+        let mut d = frag.clone();
+        let tfdt = mp4_payload_at(&d, 0, &TRAF_TFDT);
+        assert_eq!(d[tfdt], 1, "tfdt version 1");
+        put(&mut d, tfdt + 4, &(i64::MAX as u64).to_be_bytes());
+        add("fMP4: tfdt base media decode time = i64::MAX", d, "x.mp4");
+    }
+    {
+        let mut d = frag.clone();
+        let tfdt = mp4_payload_at(&d, 0, &TRAF_TFDT);
+        put(&mut d, tfdt + 4, &((i64::MAX - 100) as u64).to_be_bytes());
+        let trun = mp4_payload_at(&d, 0, &TRAF_TRUN);
+        d[trun] = 1;
+        let cts = trun_first_cts(&d, trun);
+        put(&mut d, cts, &(-1024i32).to_be_bytes());
+        add(
+            "fMP4: tfdt = i64::MAX - 100, decode times run past i64::MAX",
+            d,
+            "x.mp4",
+        );
+    }
+    {
+        let mut d = frag.clone();
+        let trun = mp4_payload_at(&d, 0, &TRAF_TRUN);
+        // Flags: data offset only (no per-sample fields), 4M samples.
+        put(&mut d, trun, &0x0000_0001u32.to_be_bytes());
+        put(&mut d, trun + 4, &0x0040_0000u32.to_be_bytes());
+        add(
+            "fMP4: trun without per-sample fields claiming 4M samples (memory)",
+            d,
+            "x.mp4",
+        );
+    }
+    {
+        let tfhd = mp4_payload_at(&frag, 0, &TRAF_TFHD);
+        let end = mp4_chain(&frag, 0, &TRAF_TFHD)[2] + be32(&frag, tfhd - 8) as usize;
+        let flags = (be32(&frag, tfhd) & !0x02_0000) | 0x01;
+        let mut payload = flags.to_be_bytes().to_vec();
+        payload.extend(&frag[tfhd + 4..tfhd + 8]); // track id
+        payload.extend((u64::MAX - 0x1000).to_be_bytes()); // base data offset
+        payload.extend(&frag[tfhd + 8..end]);
+        let d = mp4_replace(&frag, 0, &TRAF_TFHD, b"tfhd", &payload);
+        add("fMP4: tfhd base_data_offset = 2^64 - 4097", d, "x.mp4");
+    }
+    {
+        let mut d = frag.clone();
+        let tfdt = mp4_payload_at(&d, 0, &TRAF_TFDT);
+        put(
+            &mut d,
+            tfdt + 4,
+            &((i64::MAX - 1_000_000) as u64).to_be_bytes(),
+        );
+        let trun = mp4_payload_at(&d, 1, &TRAF_TRUN);
+        d[trun] = 1; // version 1: signed composition offsets
+        let cts = trun_first_cts(&d, trun);
+        put(&mut d, cts, &0x8000_0000u32.to_be_bytes());
+        add(
+            "fMP4: fragment 1 at i64::MAX - 10^6, fragment 2 with cts = i32::MIN (pts span > i64::MAX)",
+            d,
+            "x.mp4",
+        );
+    }
+
+    // --- progressive MP4
+    {
+        let base = fixture("h264_baseline.mp4");
+        let stco = mp4_payload_at(&base, 0, &stbl(b"stco"));
+        let count = be32(&base, stco + 4) as usize;
+        let mut payload = base[stco..stco + 8].to_vec();
+        for i in 0..count {
+            let offset = if i == 0 {
+                u64::MAX - 16
+            } else {
+                u64::from(be32(&base, stco + 8 + 4 * i))
+            };
+            payload.extend(offset.to_be_bytes());
+        }
+        let d = mp4_replace(&base, 0, &stbl(b"stco"), b"co64", &payload);
+        add("MP4: co64 chunk offset 2^64 - 17", d, "x.mp4");
+    }
+    {
+        let mut d = fixture("h264_main_bframes.mp4");
+        let ctts = mp4_payload_at(&d, 0, &stbl(b"ctts"));
+        put(&mut d, ctts + 12, &0xFFFF_FFF0u32.to_be_bytes()); // first offset: -16
+        let mut elst = vec![1, 0, 0, 0, 0, 0, 0, 1];
+        elst.extend(1000u64.to_be_bytes());
+        elst.extend((i64::MAX as u64).to_be_bytes());
+        elst.extend([0, 1, 0, 0]);
+        let d = mp4_replace(&d, 0, &[b"moov", b"trak", b"edts", b"elst"], b"elst", &elst);
+        add(
+            "MP4: elst v1 media_time = i64::MAX with a negative ctts",
+            d,
+            "x.mp4",
+        );
+    }
+    {
+        let mut d = fixture("h264_baseline.mp4");
+        let moov = mp4_chain(&d, 0, &[b"moov"])[0];
+        put(&mut d, moov, &0x7FFF_FFFFu32.to_be_bytes());
+        add("MP4: moov claims 2 GB", d, "x.mp4");
+    }
+    {
+        let mut d = fixture("h264_baseline.mp4");
+        let stsz = mp4_payload_at(&d, 0, &stbl(b"stsz"));
+        put(&mut d, stsz + 4, &1u32.to_be_bytes()); // constant size 1
+        put(&mut d, stsz + 8, &0x00FF_FFFFu32.to_be_bytes());
+        add("MP4: stsz 16M samples of 1 byte", d, "x.mp4");
+    }
+    {
+        let mut d = fixture("vp9.mp4");
+        let entry = mp4_payload_at(
+            &d,
+            0,
+            &stbl(b"stsd")
+                .into_iter()
+                .chain([b"vp09"])
+                .collect::<Vec<_>>(),
+        );
+        put(&mut d, entry + 24, &[0x3E, 0x80, 0x00, 0x0A]); // 16000x10
+        add(
+            "MP4 VP9: sample entry 16000x10 (aspect ratio 1600)",
+            d,
+            "x.mp4",
+        );
+    }
+    cases
+}
+
+#[test]
+fn crafted_inputs_give_typed_errors_with_bounded_memory() {
+    install_hook();
+    let mut failures = Vec::new();
+    for (name, data, hint) in crafted() {
+        CURRENT.with_borrow_mut(|c| {
+            c.clear();
+            c.push_str(name);
+        });
+        let ran = run(hint, data, true, true);
+        let outcome = match &ran.outcome {
+            Some(o) if o.opened => "opened".to_string(),
+            Some(o) => format!("{:?}", o.error.as_deref().unwrap_or("?")),
+            None => "panicked".to_string(),
+        };
+        eprintln!(
+            "{name}: {outcome} ({:.1?}, peak {:.2} MiB)",
+            ran.elapsed,
+            ran.peak as f64 / (1 << 20) as f64
+        );
+        if let Some(f) = ran.failure {
+            failures.push(format!("{name}\n  {f}"));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} crafted input(s) failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }

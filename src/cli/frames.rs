@@ -21,7 +21,10 @@ pub struct FramesArgs {
     pub output: PathBuf,
     #[command(flatten)]
     pub sampling: SamplingArgs,
-    /// Worker threads [default: all cores].
+    /// Where to decode and preprocess: auto (a GPU when present), cpu, cuda, cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: crate::engine::DeviceChoice,
+    /// CPU worker threads [default: all cores].
     #[arg(long)]
     pub threads: Option<usize>,
     /// Write the output even when the decoder had to conceal errors in sampled frames
@@ -34,16 +37,15 @@ pub struct FramesArgs {
 }
 
 pub fn run(args: FramesArgs) -> anyhow::Result<()> {
-    let threads = args
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+    let threads = crate::engine::threads(args.threads);
+    let device = crate::engine::Device::select(args.device)?;
     let t0 = Instant::now();
     let video =
         Video::open(&args.file).with_context(|| format!("cannot open {}", args.file.display()))?;
     let t_demux = t0.elapsed();
     let plan = SamplePlan::new(video.info(), video.index(), &args.sampling.options())?;
     let t1 = Instant::now();
-    let prepared = prepare(&video, &plan, threads)?;
+    let prepared = crate::engine::prepare(&device, &video, &plan, threads)?;
     let t_decode = t1.elapsed();
     let corrupt = &prepared.report.corrupt_frames;
     if !corrupt.is_empty() && !args.keep_corrupt {
@@ -93,6 +95,7 @@ pub fn run(args: FramesArgs) -> anyhow::Result<()> {
         "tokens": plan.tokens(),
         "resized": [plan.resized_height, plan.resized_width],
         "sample_fps": plan.sample_fps,
+        "device": prepared.decoded_on,
         "packets_decoded": prepared.report.packets_decoded,
         "packets_skipped": prepared.report.packets_skipped,
         "packets_total": video.index().len(),
@@ -107,7 +110,7 @@ pub fn run(args: FramesArgs) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
         println!(
-            "{}: {} frames → {}x{}, grid {:?} ({} tokens); decoded {} of {} packets; {:.3} s \
+            "{}: {} frames → {}x{}, grid {:?} ({} tokens); decoded {} of {} packets on {}; {:.3} s \
              (demux {:.3}, decode+preprocess {:.3}, write {:.3})",
             args.output.display(),
             plan.frames.len(),
@@ -117,6 +120,7 @@ pub fn run(args: FramesArgs) -> anyhow::Result<()> {
             plan.tokens(),
             prepared.report.packets_decoded,
             video.index().len(),
+            prepared.decoded_on,
             t0.elapsed().as_secs_f64(),
             t_demux.as_secs_f64(),
             t_decode.as_secs_f64(),
@@ -124,20 +128,6 @@ pub fn run(args: FramesArgs) -> anyhow::Result<()> {
         );
     }
     Ok(())
-}
-
-#[cfg(feature = "ffmpeg")]
-fn prepare(
-    video: &Video,
-    plan: &SamplePlan,
-    threads: usize,
-) -> anyhow::Result<reel_codec::pipeline::Prepared> {
-    Ok(reel_codec::pipeline::prepare_cpu(video, plan, threads)?)
-}
-
-#[cfg(not(feature = "ffmpeg"))]
-fn prepare(_: &Video, _: &SamplePlan, _: usize) -> anyhow::Result<reel_codec::pipeline::Prepared> {
-    bail!("this build has no CPU decoder (built without the `ffmpeg` feature)")
 }
 
 fn metadata(

@@ -1,5 +1,6 @@
 //! Command-line interface.
 
+mod bench;
 mod frames;
 mod probe;
 mod sampling;
@@ -25,6 +26,8 @@ enum Command {
     /// Sample frames and preprocess them for Qwen2.5-VL into a safetensors file
     /// (pixel_values [t·h·w, 1176] f32, video_grid_thw, frame indices, timestamps).
     Frames(frames::FramesArgs),
+    /// Benchmarks (numbers as JSON, for bench/results/).
+    Bench(bench::BenchArgs),
 }
 
 impl Cli {
@@ -32,6 +35,7 @@ impl Cli {
         match self.command {
             Command::Probe(args) => probe::run(args),
             Command::Frames(args) => frames::run(args),
+            Command::Bench(args) => bench::run(args),
         }
     }
 }

@@ -104,8 +104,8 @@ fn parse_sps(r: &mut BitReader) -> Result<Result<Sps>, EndOfData> {
         if chroma_format_idc == 3 {
             separate_colour_plane = r.flag()?;
         }
-        bit_depth_luma = r.ue()? + 8;
-        let _bit_depth_chroma = r.ue()? + 8;
+        bit_depth_luma = r.ue()?.saturating_add(8);
+        let _bit_depth_chroma = r.ue()?.saturating_add(8);
         r.skip(1)?; // qpprime_y_zero_transform_bypass_flag
         if r.flag()? {
             // seq_scaling_matrix_present_flag
@@ -123,12 +123,12 @@ fn parse_sps(r: &mut BitReader) -> Result<Result<Sps>, EndOfData> {
             format!("bit depth {bit_depth_luma}"),
         )));
     }
-    let log2_max_frame_num = r.ue()? + 4;
+    let log2_max_frame_num = r.ue()?.saturating_add(4);
     let pic_order_cnt_type = r.ue()?;
     let mut log2_max_poc_lsb = 0;
     let mut delta_pic_order_always_zero = false;
     match pic_order_cnt_type {
-        0 => log2_max_poc_lsb = r.ue()? + 4,
+        0 => log2_max_poc_lsb = r.ue()?.saturating_add(4),
         1 => {
             delta_pic_order_always_zero = r.flag()?;
             r.se()?; // offset_for_non_ref_pic
@@ -183,8 +183,8 @@ fn parse_sps(r: &mut BitReader) -> Result<Result<Sps>, EndOfData> {
         for (c, unit) in crop.iter_mut().zip(units) {
             *c = r.ue()?.saturating_mul(unit);
         }
-        if u64::from(crop[0] + crop[1]) >= coded_width
-            || u64::from(crop[2] + crop[3]) >= coded_height
+        if u64::from(crop[0]) + u64::from(crop[1]) >= coded_width
+            || u64::from(crop[2]) + u64::from(crop[3]) >= coded_height
         {
             return Ok(Err(Error::bitstream(CODEC, "cropping removes the picture")));
         }
@@ -218,7 +218,7 @@ fn skip_scaling_list(r: &mut BitReader, size: usize) -> Result<(), EndOfData> {
     let (mut last, mut next) = (8i32, 8i32);
     for _ in 0..size {
         if next != 0 {
-            next = (last + r.se()? + 256) % 256;
+            next = (i64::from(last) + i64::from(r.se()?)).rem_euclid(256) as i32;
         }
         if next != 0 {
             last = next;

@@ -217,22 +217,24 @@ fn parse_sps(r: &mut BitReader) -> Result<Result<Sps>, EndOfData> {
         for (i, c) in crop.iter_mut().enumerate() {
             *c = r.ue()?.saturating_mul(if i < 2 { sub_w } else { sub_h });
         }
-        if crop[0] + crop[1] >= coded_width || crop[2] + crop[3] >= coded_height {
+        if u64::from(crop[0]) + u64::from(crop[1]) >= u64::from(coded_width)
+            || u64::from(crop[2]) + u64::from(crop[3]) >= u64::from(coded_height)
+        {
             return Ok(Err(Error::bitstream(
                 CODEC,
                 "conformance window removes the picture",
             )));
         }
     }
-    let bit_depth_luma = r.ue()? + 8;
-    let _bit_depth_chroma = r.ue()? + 8;
+    let bit_depth_luma = r.ue()?.saturating_add(8);
+    let _bit_depth_chroma = r.ue()?.saturating_add(8);
     if bit_depth_luma > 16 {
         return Ok(Err(Error::bitstream(
             CODEC,
             format!("bit depth {bit_depth_luma}"),
         )));
     }
-    let log2_max_poc_lsb = r.ue()? + 4;
+    let log2_max_poc_lsb = r.ue()?.saturating_add(4);
     if log2_max_poc_lsb > 16 {
         return Ok(Err(Error::bitstream(CODEC, "POC LSB field too wide")));
     }
@@ -377,6 +379,8 @@ impl Pps {
 pub struct SliceHeader {
     pub first_slice_segment_in_pic: bool,
     pub nal_type: u8,
+    /// Only read for the first segment of a picture.
+    pub pps_id: u32,
     /// slice_pic_order_cnt_lsb (0 for IDR pictures). Only read for the first segment.
     pub poc_lsb: u32,
     pub pic_output: bool,
@@ -397,6 +401,7 @@ impl SliceHeader {
             return Ok(SliceHeader {
                 first_slice_segment_in_pic: false,
                 nal_type,
+                pps_id: 0,
                 poc_lsb: 0,
                 pic_output: true,
             });
@@ -436,6 +441,7 @@ impl SliceHeader {
         Ok(SliceHeader {
             first_slice_segment_in_pic: true,
             nal_type,
+            pps_id,
             poc_lsb,
             pic_output,
         })

@@ -7,6 +7,7 @@
 
 #[cfg(feature = "ffmpeg")]
 pub mod cpu;
+pub mod nvdec;
 mod segments;
 
 use std::collections::HashMap;

@@ -37,12 +37,12 @@ pub fn split_at_gops(
     };
     for range in ranges {
         let mut start = range.packets.start;
-        for gop in index.gop_of(start) + 1..index.gop_count() {
+        for (gop, &joined) in chained.iter().enumerate().skip(index.gop_of(start) + 1) {
             let gop_start = index.gop_start(gop);
             if gop_start >= range.packets.end {
                 break;
             }
-            if !chained[gop] {
+            if !joined {
                 emit(start, gop_start);
                 start = gop_start;
             }

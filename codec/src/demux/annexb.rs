@@ -126,6 +126,8 @@ struct State {
     prev_poc_msb: i64,
     prev_poc_lsb: i64,
     first_picture: bool,
+    /// The first SPS in stream order: it sets the stream's timing.
+    first_sps: Option<u32>,
 }
 
 impl State {
@@ -145,6 +147,7 @@ impl State {
             prev_poc_msb: 0,
             prev_poc_lsb: 0,
             first_picture: true,
+            first_sps: None,
         }
     }
 
@@ -177,6 +180,7 @@ impl State {
         match kind {
             h264::nal_type::SPS => {
                 let sps = h264::Sps::parse(nal)?;
+                self.first_sps.get_or_insert(sps.id);
                 self.h264_sps.insert(sps.id, sps);
                 self.sets.add(Codec::H264, nal);
             }
@@ -249,6 +253,7 @@ impl State {
             hevc::nal_type::VPS => self.sets.add(Codec::Hevc, nal),
             hevc::nal_type::SPS => {
                 let sps = hevc::Sps::parse(nal)?;
+                self.first_sps.get_or_insert(sps.id);
                 self.hevc_sps.insert(sps.id, sps);
                 self.sets.add(Codec::Hevc, nal);
             }
@@ -288,10 +293,10 @@ impl State {
             self.prev_poc_lsb = 0;
         }
         let sps = self
-            .hevc_sps
-            .values()
-            .next()
-            .ok_or_else(|| Error::bitstream("HEVC", "slice before any SPS"))?;
+            .hevc_pps
+            .get(&header.pps_id)
+            .and_then(|p| self.hevc_sps.get(&p.sps_id))
+            .expect("checked by SliceHeader::parse");
         let max = 1i64 << sps.log2_max_poc_lsb;
         let lsb = i64::from(header.poc_lsb);
         let msb = if resets {
@@ -332,12 +337,20 @@ impl State {
         if self.pictures.is_empty() {
             return Err(Error::malformed(NAME, "no coded pictures"));
         }
+        let first = self.first_sps;
         let (name, timing) = match self.codec {
             Codec::H264 => (
                 "H.264",
-                self.h264_sps.values().next().and_then(|s| s.timing),
+                first
+                    .and_then(|id| self.h264_sps.get(&id))
+                    .and_then(|s| s.timing),
             ),
-            _ => ("HEVC", self.hevc_sps.values().next().and_then(|s| s.timing)),
+            _ => (
+                "HEVC",
+                first
+                    .and_then(|id| self.hevc_sps.get(&id))
+                    .and_then(|s| s.timing),
+            ),
         };
         // Frame duration in seconds = ticks / time_scale (two ticks per frame in H.264).
         let ticks_per_frame = if self.codec == Codec::H264 { 2 } else { 1 };

@@ -461,7 +461,7 @@ fn parse_block(
     if size < header_len {
         return Err(malformed("block shorter than its header"));
     }
-    let pts = cluster_timecode + i64::from(relative);
+    let pts = super::checked(cluster_timecode, i64::from(relative), NAME)?;
     Ok(Some(Packet {
         pts,
         dts: pts,
@@ -489,13 +489,16 @@ fn finish(
         .or_else(|| {
             sorted
                 .windows(2)
-                .map(|w| w[1] - w[0])
+                .map(|w| w[1].saturating_sub(w[0]))
                 .filter(|&d| d > 0)
                 .min()
         })
         .unwrap_or(1);
     super::synthesize_dts(&mut packets, &sorted, step);
-    let span = (sorted[sorted.len() - 1] - sorted[0] + step) as f64 * tick;
+    let span = sorted[sorted.len() - 1]
+        .saturating_sub(sorted[0])
+        .saturating_add(step) as f64
+        * tick;
     let duration = duration
         .map(|d| d * tick)
         .filter(|&d| d > 0.0)
@@ -540,7 +543,10 @@ fn finish(
         Codec::Vp9 => {
             let first = packets.iter().find(|p| p.keyframe).unwrap_or(&packets[0]);
             let data = src.read_vec(first.offset, first.size.into())?;
-            let frame = vp9::superframe_frames(&data)[0];
+            let frames = vp9::superframe_frames(&data);
+            let frame = frames
+                .first()
+                .ok_or_else(|| malformed("empty VP9 key frame"))?;
             if let Some(k) = vp9::parse_key_frame(frame)? {
                 info.profile = Some(k.profile);
                 info.bit_depth = k.bit_depth as u8;

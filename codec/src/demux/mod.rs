@@ -91,7 +91,38 @@ pub fn demux(src: &Source, path: Option<&Path>) -> Result<Demuxed> {
         Format::AnnexB(codec) => annexb::demux(src, codec)?,
     };
     validate(&demuxed.info)?;
+    validate_packets(demuxed.info.container, &demuxed.packets)?;
     Ok(demuxed)
+}
+
+/// Largest |timestamp| accepted: differences of two stay representable.
+const MAX_TIMESTAMP: i64 = 1 << 62;
+
+/// `a + b` for timestamps and offsets read from a file; overflow is a malformed file.
+pub(crate) fn checked(a: i64, b: i64, container: &'static str) -> Result<i64> {
+    a.checked_add(b)
+        .ok_or_else(|| Error::malformed(container, "timestamp or offset overflows"))
+}
+
+/// Rejects packets whose timestamps or byte ranges cannot be real.
+fn validate_packets(container: &'static str, packets: &[Packet]) -> Result<()> {
+    for (i, p) in packets.iter().enumerate() {
+        if p.pts.unsigned_abs() > MAX_TIMESTAMP as u64
+            || p.dts.unsigned_abs() > MAX_TIMESTAMP as u64
+        {
+            return Err(Error::malformed(
+                container,
+                format!("packet {i} has an impossible timestamp"),
+            ));
+        }
+        if p.offset.checked_add(u64::from(p.size)).is_none() {
+            return Err(Error::malformed(
+                container,
+                format!("packet {i} has an impossible offset"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Rejects geometry no decoder or model accepts.
@@ -152,7 +183,7 @@ pub(crate) fn synthesize_dts(packets: &mut [Packet], sorted_pts: &[i64], step: i
         p.dts = if i >= delay {
             sorted_pts[i - delay]
         } else {
-            sorted_pts[0] - (delay - i) as i64 * step
+            sorted_pts[0].saturating_sub(((delay - i) as i64).saturating_mul(step))
         };
     }
 }

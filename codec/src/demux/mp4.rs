@@ -5,7 +5,7 @@
 //! allocated, so a corrupt table cannot make reel allocate gigabytes.
 
 use super::cursor::Cursor;
-use super::{records, CodecConfig, Demuxed};
+use super::{checked, records, CodecConfig, Demuxed};
 use crate::bitstream::{av1, nal};
 use crate::source::Source;
 use crate::stream::{Chroma, Codec, ColorInfo, Packet, Rational, Rotation, StreamInfo};
@@ -112,6 +112,8 @@ fn descend<'a>(data: &'a [u8], path: &[&FourCc]) -> Result<Option<&'a [u8]>> {
 /// A top-level box located in the source.
 struct TopBox {
     kind: FourCc,
+    /// Offset of the box header.
+    offset: u64,
     payload_offset: u64,
     payload_len: u64,
 }
@@ -145,6 +147,7 @@ fn top_level_boxes(src: &Source) -> Result<Vec<TopBox>> {
         let end = pos.saturating_add(size);
         boxes.push(TopBox {
             kind,
+            offset: pos,
             payload_offset: pos + header,
             payload_len: end.min(len) - (pos + header).min(len),
         });
@@ -217,7 +220,7 @@ pub(crate) fn demux(src: &Source) -> Result<Demuxed> {
     let track = &mut tracks[track];
     for b in boxes.iter().filter(|b| &b.kind == b"moof") {
         let moof = read_box(src, b)?;
-        parse_moof(&moof, b.payload_offset - 8, track)?;
+        parse_moof(&moof, b.offset, src.len(), track)?;
     }
     if track.packets.is_empty() {
         return Err(malformed("the video track has no samples"));
@@ -467,13 +470,13 @@ fn parse_sample_table(stbl: &[u8], file_len: u64, track: &mut Track) -> Result<(
         // fit in i32 either way.
         let cts = i64::from(composition[i] as i32);
         track.packets.push(Packet {
-            pts: dts + cts - track.media_time,
-            dts: dts - track.media_time,
+            pts: checked(checked(dts, cts, NAME)?, -track.media_time, NAME)?,
+            dts: checked(dts, -track.media_time, NAME)?,
             offset: offsets[i],
             size: sizes[i],
             keyframe: sync.as_ref().is_none_or(|s| s[i]),
         });
-        dts += i64::from(durations[i]);
+        dts = checked(dts, i64::from(durations[i]), NAME)?;
     }
     track.durations = durations;
     Ok(())
@@ -580,7 +583,9 @@ fn sample_offsets(stsc: &[u8], chunks: &[u64], sizes: &[u32]) -> Result<Vec<u64>
                     return Ok(offsets);
                 }
                 offsets.push(offset);
-                offset += u64::from(sizes[sample]);
+                offset = offset
+                    .checked_add(u64::from(sizes[sample]))
+                    .ok_or_else(|| malformed("chunk offsets overflow"))?;
                 sample += 1;
             }
         }
@@ -632,7 +637,7 @@ fn parse_stss(stss: &[u8], samples: usize) -> Result<Vec<bool>> {
     Ok(sync)
 }
 
-fn parse_moof(moof: &[u8], moof_offset: u64, track: &mut Track) -> Result<()> {
+fn parse_moof(moof: &[u8], moof_offset: u64, file_len: u64, track: &mut Track) -> Result<()> {
     for entry in children(moof) {
         let (kind, traf) = entry?;
         if &kind != b"traf" {
@@ -673,7 +678,7 @@ fn parse_moof(moof: &[u8], moof_offset: u64, track: &mut Track) -> Result<()> {
                 };
                 i64::try_from(t).map_err(|_| malformed("tfdt decode time overflows"))?
             }
-            None => next_dts(track),
+            None => next_dts(track)?,
         };
         let mut data_offset = base;
         for entry in children(traf) {
@@ -681,21 +686,30 @@ fn parse_moof(moof: &[u8], moof_offset: u64, track: &mut Track) -> Result<()> {
             if &kind != b"trun" {
                 continue;
             }
-            parse_trun(trun, base, &mut data_offset, &mut dts, defaults, track)?;
+            parse_trun(
+                trun,
+                file_len,
+                base,
+                &mut data_offset,
+                &mut dts,
+                defaults,
+                track,
+            )?;
         }
     }
     Ok(())
 }
 
-fn next_dts(track: &Track) -> i64 {
+fn next_dts(track: &Track) -> Result<i64> {
     match (track.packets.last(), track.durations.last()) {
-        (Some(p), Some(&d)) => p.dts + track.media_time + i64::from(d),
-        _ => 0,
+        (Some(p), Some(&d)) => checked(checked(p.dts, track.media_time, NAME)?, i64::from(d), NAME),
+        _ => Ok(0),
     }
 }
 
 fn parse_trun(
     trun: &[u8],
+    file_len: u64,
     base: u64,
     data_offset: &mut u64,
     dts: &mut i64,
@@ -723,9 +737,14 @@ fn parse_trun(
         * 4;
     let count = if per_sample > 0 {
         c.expect_entries(count.into(), per_sample)?
-    } else if u64::from(count) + track.packets.len() as u64 > MAX_SAMPLES {
-        return Err(malformed("too many samples in fragments"));
     } else {
+        // No table bounds the count: the samples' bytes must fit in the file.
+        let min_size = u64::from(defaults.size.max(1));
+        if u64::from(count).saturating_mul(min_size) > file_len.saturating_mul(2) {
+            return Err(malformed(format!(
+                "trun claims {count} samples of {min_size} bytes in a {file_len}-byte file"
+            )));
+        }
         count as usize
     };
     if track.packets.len() + count > MAX_SAMPLES as usize {
@@ -760,15 +779,17 @@ fn parse_trun(
             0
         };
         track.packets.push(Packet {
-            pts: *dts + cts - track.media_time,
-            dts: *dts - track.media_time,
+            pts: checked(checked(*dts, cts, NAME)?, -track.media_time, NAME)?,
+            dts: checked(*dts, -track.media_time, NAME)?,
             offset: *data_offset,
             size,
             keyframe: sample_flags & 0x1_0000 == 0,
         });
         track.durations.push(duration);
-        *data_offset += u64::from(size);
-        *dts += i64::from(duration);
+        *data_offset = data_offset
+            .checked_add(u64::from(size))
+            .ok_or_else(|| malformed("fragment data offsets overflow"))?;
+        *dts = checked(*dts, i64::from(duration), NAME)?;
     }
     Ok(())
 }

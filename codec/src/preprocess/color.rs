@@ -10,9 +10,11 @@
 //!   odd columns;
 //! - output `round(clamp(255·v, 0, 255))`.
 
+use multiversion::multiversion;
+
 use crate::stream::{Chroma, Matrix, Range};
 
-use super::RgbImage;
+use super::{Planes, RgbImage};
 
 /// Sample storage of a planar YUV image.
 #[derive(Clone, Copy, Debug)]
@@ -98,89 +100,134 @@ impl ColorConverter {
         ]
     }
 
-    /// Converts one pixel from raw samples.
-    #[inline]
-    fn pixel(&self, y: f32, cb: f32, cr: f32) -> [u8; 3] {
-        let to_u8 = |v: f32| (v * 255.0).clamp(0.0, 255.0).round_ties_even() as u8;
-        if self.identity {
-            // GBR in YUV planes: Y = G, Cb = B, Cr = R, all full scale.
-            let n = |v: f32| (v - self.y_offset) * self.y_scale;
-            return [to_u8(n(cr)), to_u8(n(y)), to_u8(n(cb))];
-        }
-        let yn = (y - self.y_offset) * self.y_scale;
-        let cbn = (cb - self.c_offset) * self.c_scale;
-        let crn = (cr - self.c_offset) * self.c_scale;
-        [
-            to_u8(yn + self.cr_r * crn),
-            to_u8(yn - self.cb_g * cbn - self.cr_g * crn),
-            to_u8(yn + self.cb_b * cbn),
-        ]
+    /// Converts a whole image to 8-bit RGB.
+    pub fn convert(&self, img: &YuvImage) -> RgbImage {
+        self.convert_planar(img).to_rgb()
     }
 
-    /// Converts a whole image.
-    pub fn convert(&self, img: &YuvImage) -> RgbImage {
+    /// Converts a whole image into planes of 8-bit values held as f32, the input the
+    /// resize works on.
+    pub fn convert_planar(&self, img: &YuvImage) -> Planes {
         let (w, h) = (img.width, img.height);
-        let mut out = RgbImage::new(w, h);
+        let mut out = Planes::new(w, h);
         let (cw, ch) = match img.chroma {
             Chroma::Yuv420 => (w.div_ceil(2), h.div_ceil(2)),
             Chroma::Yuv422 => (w.div_ceil(2), h),
             Chroma::Yuv444 | Chroma::Monochrome => (w, h),
         };
-        let sample = |plane: usize, x: usize, y: usize| -> f32 {
-            match img.samples {
-                YuvSamples::U8(p) => f32::from(p[plane][y * img.strides[plane] + x]),
-                YuvSamples::U16(p) => {
-                    let i = y * img.strides[plane] + 2 * x;
-                    f32::from(u16::from_le_bytes([p[plane][i], p[plane][i + 1]]))
-                }
-            }
-        };
-        let mut cb_row = vec![0f32; w];
-        let mut cr_row = vec![0f32; w];
+        let subsampled_h = matches!(img.chroma, Chroma::Yuv420 | Chroma::Yuv422);
+        let mut luma = vec![0f32; w];
+        let (mut a, mut b) = (vec![0f32; cw], vec![0f32; cw]);
+        let (mut cv, mut cb, mut cr) = (vec![0f32; cw], vec![0f32; w], vec![0f32; w]);
+        let [r_plane, g_plane, b_plane] = &mut out.planes;
         for y in 0..h {
-            // Vertical chroma position and weights for this luma row.
+            // Chroma rows and weight of the second one for this luma row.
             let (c0, c1, w1) = match img.chroma {
-                Chroma::Yuv420 => {
-                    let j = y / 2;
-                    if y % 2 == 0 {
-                        (j, j.saturating_sub(1), 0.25f32)
-                    } else {
-                        (j, (j + 1).min(ch - 1), 0.25)
-                    }
-                }
+                Chroma::Yuv420 if y % 2 == 0 => (y / 2, (y / 2).saturating_sub(1), 0.25f32),
+                Chroma::Yuv420 => (y / 2, (y / 2 + 1).min(ch - 1), 0.25),
                 _ => (y.min(ch - 1), y.min(ch - 1), 0.0),
             };
-            let subsampled_h = matches!(img.chroma, Chroma::Yuv420 | Chroma::Yuv422);
-            for (plane, row) in [(1, &mut cb_row), (2, &mut cr_row)] {
+            read_row(img, 0, y, &mut luma);
+            for (plane, full) in [(1, &mut cb), (2, &mut cr)] {
                 if img.chroma == Chroma::Monochrome {
-                    row.fill(self.c_offset);
+                    full.fill(self.c_offset);
                     continue;
                 }
-                for (x, out) in row.iter_mut().enumerate() {
-                    let vertical = |cx: usize| {
-                        let a = sample(plane, cx, c0);
-                        let b = sample(plane, cx, c1);
-                        a * (1.0 - w1) + b * w1
-                    };
-                    *out = if subsampled_h {
-                        let i = x / 2;
-                        if x % 2 == 0 {
-                            vertical(i)
-                        } else {
-                            0.5 * vertical(i) + 0.5 * vertical((i + 1).min(cw - 1))
-                        }
-                    } else {
-                        vertical(x)
-                    };
+                read_row(img, plane, c0, &mut a);
+                read_row(img, plane, c1, &mut b);
+                blend_rows(&a, &b, w1, &mut cv);
+                if subsampled_h {
+                    upsample_row(&cv, full);
+                } else {
+                    full.copy_from_slice(&cv);
                 }
             }
-            let row = &mut out.data[y * w * 3..(y + 1) * w * 3];
-            for x in 0..w {
-                let rgb = self.pixel(sample(0, x, y), cb_row[x], cr_row[x]);
-                row[x * 3..x * 3 + 3].copy_from_slice(&rgb);
-            }
+            let row = y * w..(y + 1) * w;
+            self.pixels(
+                &luma,
+                &cb,
+                &cr,
+                [
+                    &mut r_plane[row.clone()],
+                    &mut g_plane[row.clone()],
+                    &mut b_plane[row],
+                ],
+            );
         }
         out
+    }
+
+    /// Converts one row of samples (chroma already at luma resolution).
+    fn pixels(&self, y: &[f32], cb: &[f32], cr: &[f32], out: [&mut [f32]; 3]) {
+        pixels_row(self, y, cb, cr, out);
+    }
+}
+
+/// Rounds a normalized value to an 8-bit level (kept as f32).
+#[inline(always)]
+fn level(v: f32) -> f32 {
+    (v * 255.0).clamp(0.0, 255.0).round_ties_even()
+}
+
+#[multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1", "aarch64+neon"))]
+fn pixels_row(c: &ColorConverter, y: &[f32], cb: &[f32], cr: &[f32], out: [&mut [f32]; 3]) {
+    let [r, g, b] = out;
+    if c.identity {
+        // GBR stored in YUV planes: Y = G, Cb = B, Cr = R, all full scale.
+        for i in 0..y.len() {
+            r[i] = level((cr[i] - c.y_offset) * c.y_scale);
+            g[i] = level((y[i] - c.y_offset) * c.y_scale);
+            b[i] = level((cb[i] - c.y_offset) * c.y_scale);
+        }
+        return;
+    }
+    for i in 0..y.len() {
+        let yn = (y[i] - c.y_offset) * c.y_scale;
+        let cbn = (cb[i] - c.c_offset) * c.c_scale;
+        let crn = (cr[i] - c.c_offset) * c.c_scale;
+        r[i] = level(yn + c.cr_r * crn);
+        g[i] = level(yn - c.cb_g * cbn - c.cr_g * crn);
+        b[i] = level(yn + c.cb_b * cbn);
+    }
+}
+
+/// Reads row `y` of `plane` as f32 samples.
+fn read_row(img: &YuvImage, plane: usize, y: usize, out: &mut [f32]) {
+    let start = y * img.strides[plane];
+    let len = out.len();
+    match img.samples {
+        YuvSamples::U8(p) => {
+            for (o, &s) in out.iter_mut().zip(&p[plane][start..start + len]) {
+                *o = f32::from(s);
+            }
+        }
+        YuvSamples::U16(p) => {
+            let bytes = &p[plane][start..start + 2 * len];
+            for (o, s) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *o = f32::from(u16::from_le_bytes([s[0], s[1]]));
+            }
+        }
+    }
+}
+
+/// Vertical chroma interpolation: `a·(1-w1) + b·w1`.
+fn blend_rows(a: &[f32], b: &[f32], w1: f32, out: &mut [f32]) {
+    for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+        *o = x * (1.0 - w1) + y * w1;
+    }
+}
+
+/// Horizontal chroma interpolation to luma width: co-sited samples on even columns,
+/// the mean of two neighbours on odd columns.
+fn upsample_row(c: &[f32], out: &mut [f32]) {
+    let last = c.len() - 1;
+    for (x, o) in out.iter_mut().enumerate() {
+        let i = x / 2;
+        *o = if x % 2 == 0 {
+            c[i]
+        } else {
+            0.5 * c[i] + 0.5 * c[(i + 1).min(last)]
+        };
     }
 }
 

@@ -44,19 +44,97 @@ impl RgbImage {
         let mut out = RgbImage::new(out_w, out_h);
         for y in 0..out_h {
             for x in 0..out_w {
-                // Source pixel shown at (x, y) after a clockwise turn.
-                let (sx, sy) = match rotation {
-                    Rotation::Cw90 => (y, h - 1 - x),
-                    Rotation::Cw180 => (w - 1 - x, h - 1 - y),
-                    Rotation::Cw270 => (w - 1 - y, x),
-                    Rotation::None => unreachable!(),
-                };
+                let (sx, sy) = source_of(rotation, x, y, w, h);
                 let s = (sy * w + sx) * 3;
                 let d = (y * out_w + x) * 3;
                 out.data[d..d + 3].copy_from_slice(&self.data[s..s + 3]);
             }
         }
         out
+    }
+}
+
+/// Three planes of f32 samples (R, G, B), the resize's working format.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Planes {
+    pub width: usize,
+    pub height: usize,
+    pub planes: [Vec<f32>; 3],
+}
+
+impl Planes {
+    pub fn new(width: usize, height: usize) -> Self {
+        Self {
+            width,
+            height,
+            planes: std::array::from_fn(|_| vec![0.0; width * height]),
+        }
+    }
+
+    /// Planar copy of an 8-bit RGB image.
+    pub fn from_rgb(img: &RgbImage) -> Self {
+        Self {
+            width: img.width,
+            height: img.height,
+            planes: std::array::from_fn(|c| {
+                img.data
+                    .iter()
+                    .skip(c)
+                    .step_by(3)
+                    .map(|&v| f32::from(v))
+                    .collect()
+            }),
+        }
+    }
+
+    /// Interleaves the planes into 8-bit RGB (values clamped to 0..255 and rounded
+    /// half to even, as torch's cast after `round()`).
+    pub fn to_rgb(&self) -> RgbImage {
+        let mut out = RgbImage::new(self.width, self.height);
+        for (c, plane) in self.planes.iter().enumerate() {
+            for (dst, &v) in out.data.iter_mut().skip(c).step_by(3).zip(plane) {
+                *dst = v.clamp(0.0, 255.0).round_ties_even() as u8;
+            }
+        }
+        out
+    }
+
+    /// The planes turned clockwise by `rotation`, for display.
+    pub fn rotated(self, rotation: Rotation) -> Planes {
+        if rotation == Rotation::None {
+            return self;
+        }
+        let (w, h) = (self.width, self.height);
+        let (out_w, out_h) = if rotation.is_transposed() {
+            (h, w)
+        } else {
+            (w, h)
+        };
+        let planes = self.planes.map(|src| {
+            let mut dst = vec![0f32; w * h];
+            for y in 0..out_h {
+                for x in 0..out_w {
+                    let (sx, sy) = source_of(rotation, x, y, w, h);
+                    dst[y * out_w + x] = src[sy * w + sx];
+                }
+            }
+            dst
+        });
+        Planes {
+            width: out_w,
+            height: out_h,
+            planes,
+        }
+    }
+}
+
+/// Source pixel shown at (x, y) after turning a w×h image clockwise by `rotation`.
+fn source_of(rotation: Rotation, x: usize, y: usize, w: usize, h: usize) -> (usize, usize) {
+    match rotation {
+        Rotation::None => (x, y),
+        Rotation::Cw90 => (y, h - 1 - x),
+        Rotation::Cw180 => (w - 1 - x, h - 1 - y),
+        Rotation::Cw270 => (w - 1 - y, x),
     }
 }
 

@@ -9,6 +9,6 @@ mod patchify;
 mod resize;
 
 pub use color::{ColorConverter, YuvImage, YuvSamples};
-pub use image::RgbImage;
+pub use image::{Planes, RgbImage};
 pub use patchify::{write_frame, Normalization, PixelValues, PATCH_DIM};
-pub use resize::resize_bicubic_aa;
+pub use resize::{resize_bicubic_aa, resize_planes, TapTable};

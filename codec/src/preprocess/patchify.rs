@@ -29,6 +29,8 @@ impl Normalization {
     }
 
     /// CLIP's statistics, used by Qwen2.5-VL.
+    // The reference's decimal constants, rounded to f32 as torch.tensor(...) rounds them.
+    #[allow(clippy::excessive_precision)]
     pub fn clip() -> Self {
         Self::new(
             [0.481_454_66, 0.457_827_5, 0.408_210_73],

@@ -14,7 +14,7 @@
 
 use multiversion::multiversion;
 
-use super::RgbImage;
+use super::{Planes, RgbImage};
 
 /// Filter taps of one output position.
 #[derive(Clone, Debug, PartialEq)]
@@ -72,28 +72,48 @@ fn taps(in_size: usize, out_size: usize) -> Vec<Taps> {
         .collect()
 }
 
+/// Filter taps of every output position in flat arrays, for uploading to a GPU.
+/// An unchanged size gives one tap of weight 1 per position (the CPU skips the pass;
+/// multiplying by 1 is exact).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TapTable {
+    pub starts: Vec<i32>,
+    pub counts: Vec<i32>,
+    /// `max_taps` weights per output position.
+    pub weights: Vec<f32>,
+    pub max_taps: usize,
+}
+
+impl TapTable {
+    pub fn new(in_size: usize, out_size: usize) -> Self {
+        let t = if in_size == out_size {
+            (0..out_size)
+                .map(|i| Taps {
+                    start: i,
+                    weights: vec![1.0],
+                })
+                .collect()
+        } else {
+            taps(in_size, out_size)
+        };
+        let max_taps = t.iter().map(|t| t.weights.len()).max().unwrap_or(1).max(1);
+        let mut weights = vec![0.0; t.len() * max_taps];
+        for (i, tap) in t.iter().enumerate() {
+            weights[i * max_taps..i * max_taps + tap.weights.len()].copy_from_slice(&tap.weights);
+        }
+        Self {
+            starts: t.iter().map(|t| t.start as i32).collect(),
+            counts: t.iter().map(|t| t.weights.len() as i32).collect(),
+            weights,
+            max_taps,
+        }
+    }
+}
+
 /// Accumulations (after the first tap) done as a separate multiply and add.
 #[inline]
 fn unfused_steps(taps: usize) -> usize {
     4 * (taps.saturating_sub(1) / 4)
-}
-
-/// Horizontal pass over one row: `src` has `stride`-spaced samples.
-#[multiversion(targets("x86_64+avx2+fma", "aarch64+neon"))]
-fn horizontal_row(src: &[f32], taps: &[Taps], out: &mut [f32]) {
-    for (o, t) in out.iter_mut().zip(taps) {
-        let s = &src[t.start..t.start + t.weights.len()];
-        let plain = unfused_steps(t.weights.len());
-        let mut acc = s[0] * t.weights[0];
-        for j in 1..t.weights.len() {
-            acc = if j - 1 < plain {
-                acc + s[j] * t.weights[j]
-            } else {
-                s[j].mul_add(t.weights[j], acc)
-            };
-        }
-        *o = acc;
-    }
 }
 
 /// Vertical pass for one output row: combines whole input rows.
@@ -121,47 +141,61 @@ fn vertical_row(src: &[f32], width: usize, taps: &Taps, out: &mut [f32]) {
 
 /// Resizes an RGB image with torchvision's bicubic antialias numerics and rounds to u8.
 pub fn resize_bicubic_aa(img: &RgbImage, out_h: usize, out_w: usize) -> RgbImage {
-    let (w, h) = (img.width, img.height);
-    if (out_w, out_h) == (w, h) {
+    if (img.height, img.width) == (out_h, out_w) {
         return img.clone();
     }
-    // Planar float copy of each channel (torch works on NCHW float32).
-    let mut planes: Vec<Vec<f32>> = (0..3)
-        .map(|c| {
-            img.data
-                .iter()
-                .skip(c)
-                .step_by(3)
-                .map(|&v| f32::from(v))
-                .collect()
-        })
-        .collect();
-    let mut cur_w = w;
-    if out_w != w {
-        let t = taps(w, out_w);
-        for plane in &mut planes {
-            let mut next = vec![0f32; h * out_w];
-            for (src, dst) in plane.chunks_exact(w).zip(next.chunks_exact_mut(out_w)) {
-                horizontal_row(src, &t, dst);
-            }
-            *plane = next;
+    resize_planes(&Planes::from_rgb(img), out_h, out_w)
+}
+
+/// Resizes planes of 8-bit values (as f32) and rounds the result to 8-bit RGB.
+///
+/// The horizontal pass runs as transpose → column pass → transpose, so both passes
+/// use the row-combining kernel, which vectorizes across a row while keeping every
+/// output element's own order of operations.
+pub fn resize_planes(src: &Planes, out_h: usize, out_w: usize) -> RgbImage {
+    let (w, h) = (src.width, src.height);
+    let h_taps = (out_w != w).then(|| taps(w, out_w));
+    let v_taps = (out_h != h).then(|| taps(h, out_h));
+    let planes: [Vec<f32>; 3] = std::array::from_fn(|c| {
+        let mut plane = std::borrow::Cow::Borrowed(&src.planes[c]);
+        if let Some(t) = &h_taps {
+            let columns = transpose(&plane, h, w);
+            let resized = combine_rows(&columns, h, t);
+            plane = std::borrow::Cow::Owned(transpose(&resized, out_w, h));
         }
-        cur_w = out_w;
-    }
-    if out_h != h {
-        let t = taps(h, out_h);
-        for plane in &mut planes {
-            let mut next = vec![0f32; out_h * cur_w];
-            for (taps, dst) in t.iter().zip(next.chunks_exact_mut(cur_w)) {
-                vertical_row(plane, cur_w, taps, dst);
-            }
-            *plane = next;
+        if let Some(t) = &v_taps {
+            plane = std::borrow::Cow::Owned(combine_rows(&plane, out_w, t));
         }
+        plane.into_owned()
+    });
+    Planes {
+        width: out_w,
+        height: out_h,
+        planes,
     }
-    let mut out = RgbImage::new(out_w, out_h);
-    for (c, plane) in planes.iter().enumerate() {
-        for (i, &v) in plane.iter().enumerate() {
-            out.data[i * 3 + c] = v.clamp(0.0, 255.0).round_ties_even() as u8;
+    .to_rgb()
+}
+
+/// Output row i = the taps of i applied to rows of `src` (`width` values per row).
+fn combine_rows(src: &[f32], width: usize, taps: &[Taps]) -> Vec<f32> {
+    let mut out = vec![0f32; taps.len() * width];
+    for (t, dst) in taps.iter().zip(out.chunks_exact_mut(width)) {
+        vertical_row(src, width, t, dst);
+    }
+    out
+}
+
+/// Transposes a rows × cols matrix, in cache-sized tiles.
+fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    const TILE: usize = 32;
+    let mut out = vec![0f32; rows * cols];
+    for r0 in (0..rows).step_by(TILE) {
+        for c0 in (0..cols).step_by(TILE) {
+            for r in r0..(r0 + TILE).min(rows) {
+                for c in c0..(c0 + TILE).min(cols) {
+                    out[c * rows + r] = src[r * cols + c];
+                }
+            }
         }
     }
     out
@@ -183,6 +217,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::excessive_precision)] // torch's float32 weights, printed as f64
     fn torch_weights_for_a_known_position() {
         // torch 2.11: F.interpolate(eye(240), size=336, bicubic, antialias) column 0.
         let t = &taps(240, 336)[0];

@@ -1,0 +1,19 @@
+//! NVDEC: NVIDIA's hardware video decoders, through libnvcuvid loaded at run time.
+//!
+//! A [`Session`] couples a parser with a decoder from a per-GPU [`DecoderPool`] and hands
+//! every wanted picture, mapped in device memory, to a callback. The GPU's CUDA context
+//! must be current on the thread that drives a session.
+
+mod api;
+mod caps;
+#[allow(clippy::all, missing_docs, unreachable_pub)]
+mod ffi;
+mod session;
+
+pub use caps::{check_stream, query, DecoderCaps};
+pub use session::{DecoderPool, Picture, Session, SurfaceFormat};
+
+/// True when libnvcuvid can be loaded.
+pub fn available() -> bool {
+    api::nvcuvid().is_ok()
+}

@@ -1,0 +1,651 @@
+//! The GPU path: NVDEC sessions decode GOP segments in parallel and CUDA kernels turn
+//! each sampled picture into its slots of one preallocated pixel-values tensor.
+
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig,
+    PushKernelArg,
+};
+
+use crate::decode::nvdec::{self, DecoderCaps, DecoderPool, Picture, Session};
+use crate::decode::{split_at_gops, DecodeReport, Disposability, Wanted};
+use crate::pipeline::check_readable;
+use crate::plan::{SamplePlan, TEMPORAL_PATCH_SIZE};
+use crate::preprocess::{ColorConverter, Normalization, TapTable, PATCH_DIM};
+use crate::stream::{Range, Rotation, StreamInfo};
+use crate::{Error, Result, Video};
+
+fn driver(e: cudarc::driver::DriverError) -> Error {
+    Error::DecoderUnavailable(format!("CUDA: {e}"))
+}
+
+/// Element type of the pixel values written on the GPU.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub enum PixelDtype {
+    F32,
+    Bf16,
+}
+
+impl PixelDtype {
+    pub fn size(self) -> usize {
+        match self {
+            PixelDtype::F32 => 4,
+            PixelDtype::Bf16 => 2,
+        }
+    }
+}
+
+/// Number of CUDA devices, 0 when there is no driver.
+pub fn device_count() -> usize {
+    // SAFETY: FFI boundary: only tries to dlopen libcuda; nothing is called before the
+    // library is known to exist (cudarc panics if asked to use a missing library).
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return 0;
+    }
+    CudaContext::device_count().map_or(0, |n| n.max(0) as usize)
+}
+
+/// One GPU: its context, kernels and decoder pool.
+pub struct Gpu {
+    ctx: Arc<CudaContext>,
+    convert_h: CudaFunction,
+    resize_v: CudaFunction,
+    pool: DecoderPool,
+}
+
+impl Gpu {
+    /// Opens GPU `ordinal`: CUDA context, NVDEC library, kernels (NVRTC).
+    pub fn open(ordinal: usize) -> Result<Arc<Gpu>> {
+        let count = device_count();
+        if ordinal >= count {
+            return Err(Error::DecoderUnavailable(if count == 0 {
+                "no CUDA driver or GPU found".into()
+            } else {
+                format!("cuda:{ordinal} does not exist ({count} GPUs)")
+            }));
+        }
+        if !nvdec::available() {
+            return Err(Error::DecoderUnavailable(
+                "libnvcuvid (NVDEC) not found".into(),
+            ));
+        }
+        let ctx = CudaContext::new(ordinal).map_err(driver)?;
+        let module = reel_kernels::load(&ctx, "preprocess")
+            .map_err(|e| Error::DecoderUnavailable(e.to_string()))?;
+        let load = |name: &str| module.load_function(name).map_err(driver);
+        Ok(Arc::new(Gpu {
+            convert_h: load("convert_resize_h")?,
+            resize_v: load("resize_v_patchify")?,
+            ctx,
+            pool: DecoderPool::new(),
+        }))
+    }
+
+    pub fn context(&self) -> &Arc<CudaContext> {
+        &self.ctx
+    }
+
+    /// The decoder pool (for tests of session bookkeeping).
+    pub fn decoder_pool(&self) -> &DecoderPool {
+        &self.pool
+    }
+
+    /// Checks that NVDEC can decode a stream.
+    pub fn check_stream(&self, info: &StreamInfo) -> Result<DecoderCaps> {
+        self.ctx.bind_to_thread().map_err(driver)?;
+        nvdec::check_stream(info)
+    }
+
+    /// Decodes and preprocesses the plan's frames with up to `sessions` concurrent
+    /// NVDEC sessions (one per independent GOP segment).
+    pub fn prepare(
+        &self,
+        video: &Video,
+        plan: &SamplePlan,
+        sessions: usize,
+        dtype: PixelDtype,
+    ) -> Result<GpuPrepared> {
+        let info = video.info();
+        check_readable(video, plan)?;
+        self.check_stream(info)?;
+        let stream = self.ctx.default_stream();
+        let rows = plan.grid_thw.iter().product::<usize>();
+        let out: CudaSlice<u8> = stream
+            .alloc_zeros(rows * PATCH_DIM * dtype.size())
+            .map_err(driver)?;
+        let (out_ptr, out_guard) = out.device_ptr(&stream);
+        stream.synchronize().map_err(driver)?;
+        let segments = split_at_gops(video.index(), &plan.decode, &plan.frames);
+        let wanted = Wanted::new(video, &plan.frames);
+        let slots = slots_by_frame(plan);
+        let job = Job {
+            gpu: self,
+            video,
+            plan,
+            wanted: &wanted,
+            slots: &slots,
+            out: out_ptr,
+            dtype,
+            next: AtomicUsize::new(0),
+            segments: &segments,
+            failed: AtomicBool::new(false),
+            report: Mutex::new(DecodeReport::default()),
+            delivered: Mutex::new(vec![
+                false;
+                plan.frames.len().div_ceil(TEMPORAL_PATCH_SIZE)
+                    * TEMPORAL_PATCH_SIZE
+            ]),
+        };
+        let workers = sessions.clamp(1, segments.len().max(1));
+        let results: Vec<Result<()>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..workers).map(|_| scope.spawn(|| job.work())).collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join().unwrap_or_else(|_| {
+                        Err(Error::DecoderUnavailable("a decode worker panicked".into()))
+                    })
+                })
+                .collect()
+        });
+        drop(out_guard);
+        for r in results {
+            r?;
+        }
+        let mut report = job.report.into_inner().unwrap_or_default();
+        let delivered = job.delivered.into_inner().unwrap_or_default();
+        let missing: Vec<usize> = delivered
+            .iter()
+            .enumerate()
+            .filter(|(_, d)| !**d)
+            .map(|(slot, _)| plan.frames[slot.min(plan.frames.len() - 1)])
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::Decode {
+                frames: missing,
+                reason: "NVDEC delivered no picture for them".into(),
+            });
+        }
+        report.corrupt_frames.sort_unstable();
+        report.corrupt_frames.dedup();
+        Ok(GpuPrepared {
+            buffer: out,
+            dtype,
+            grid_thw: plan.grid_thw,
+            report,
+        })
+    }
+}
+
+impl Gpu {
+    /// Decodes `frames` on one session and hands each to `f` as packed planar YUV
+    /// (the layout of FFmpeg's yuv420p / yuv420p10le / yuv444p frames, which `framemd5`
+    /// hashes) with its corrupt flag. For verification: the pipeline never copies
+    /// pictures to the host.
+    pub fn decode_yuv(
+        &self,
+        video: &Video,
+        frames: &[usize],
+        f: &mut dyn FnMut(usize, Vec<u8>, bool),
+    ) -> Result<DecodeReport> {
+        check_readable_frames(video, frames)?;
+        self.ctx.bind_to_thread().map_err(driver)?;
+        let stream = self.ctx.new_stream().map_err(driver)?;
+        let wanted = Wanted::new(video, frames);
+        let ranges = crate::plan::decode_ranges(video.index(), frames);
+        let mut report = DecodeReport::default();
+        let (mut scratch, mut data) = (Vec::new(), Vec::new());
+        let mut on_picture = |p: &Picture| -> Result<()> {
+            let packed = download(&stream, p)?;
+            report.frames_delivered += 1;
+            if p.corrupt {
+                report.corrupt_frames.push(p.frame);
+            }
+            f(p.frame, packed, p.corrupt);
+            Ok(())
+        };
+        for range in &ranges {
+            let mut session = Session::new(
+                &self.pool,
+                video.info().codec,
+                stream.cu_stream() as *mut c_void,
+                &wanted,
+                &mut on_picture,
+            )?;
+            for p in range.packets.clone() {
+                video.decoder_packet(p, &mut scratch, &mut data)?;
+                session.decode(&data, video.index().packets()[p].pts)?;
+            }
+            session.finish()?;
+        }
+        Ok(report)
+    }
+}
+
+fn check_readable_frames(video: &Video, frames: &[usize]) -> Result<()> {
+    let len = video.source().len();
+    for &f in frames {
+        let p = video.index().frame_packet(f);
+        let packet = video.index().packets()[p];
+        if packet.offset.saturating_add(u64::from(packet.size)) > len {
+            return Err(Error::Truncated {
+                index: p,
+                offset: packet.offset,
+                size: packet.size.into(),
+                len,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Copies a mapped picture to the host and packs it as planar YUV without padding.
+fn download(stream: &Arc<CudaStream>, p: &Picture) -> Result<Vec<u8>> {
+    stream.synchronize().map_err(driver)?;
+    let (w, h, pitch) = (p.width as usize, p.height as usize, p.pitch as usize);
+    let chroma_rows = if p.format.is_420() {
+        h.div_ceil(2)
+    } else {
+        2 * h
+    };
+    let total = p.chroma_offset() as usize + pitch * chroma_rows;
+    let mut raw = vec![0u8; total];
+    // SAFETY: FFI boundary: `devptr` is a mapped NVDEC surface of `total` bytes (luma
+    // rows, then chroma rows at chroma_offset), kept mapped for this callback.
+    unsafe { cudarc::driver::result::memcpy_dtoh_sync(&mut raw, p.devptr) }.map_err(driver)?;
+    let bps = if p.format.is_wide() { 2 } else { 1 };
+    let shift = if p.format.is_wide() {
+        16 - u32::from(p.bit_depth)
+    } else {
+        0
+    };
+    let mut out = Vec::with_capacity(w * h * 3 * bps);
+    let mut push = |v: u16| {
+        if bps == 2 {
+            out.extend_from_slice(&(v >> shift).to_le_bytes());
+        } else {
+            out.push(v as u8);
+        }
+    };
+    let at = |offset: usize, i: usize| -> u16 {
+        if bps == 2 {
+            u16::from_le_bytes([raw[offset + 2 * i], raw[offset + 2 * i + 1]])
+        } else {
+            u16::from(raw[offset + i])
+        }
+    };
+    for y in 0..h {
+        for x in 0..w {
+            push(at(y * pitch, x));
+        }
+    }
+    let chroma = p.chroma_offset() as usize;
+    if p.format.is_420() {
+        let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+        for comp in 0..2 {
+            for y in 0..ch {
+                for x in 0..cw {
+                    push(at(chroma + y * pitch, 2 * x + comp));
+                }
+            }
+        }
+    } else {
+        for comp in 0..2 {
+            for y in 0..h {
+                for x in 0..w {
+                    push(at(chroma + comp * pitch * h + y * pitch, x));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+impl Drop for Gpu {
+    fn drop(&mut self) {
+        if self.ctx.bind_to_thread().is_ok() {
+            self.pool.clear();
+        }
+    }
+}
+
+/// Pixel values made on the GPU, `[t·h·w, 1176]` of `dtype`.
+pub struct GpuPrepared {
+    pub buffer: CudaSlice<u8>,
+    pub dtype: PixelDtype,
+    pub grid_thw: [usize; 3],
+    pub report: DecodeReport,
+}
+
+impl GpuPrepared {
+    /// Copies the values to the host as f32.
+    pub fn to_host_f32(&self) -> Result<Vec<f32>> {
+        let stream = self.buffer.stream().clone();
+        let bytes = stream.clone_dtoh(&self.buffer).map_err(driver)?;
+        Ok(match self.dtype {
+            PixelDtype::F32 => bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            PixelDtype::Bf16 => bytes
+                .chunks_exact(2)
+                .map(|c| f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16))
+                .collect(),
+        })
+    }
+}
+
+/// Output slots of each sampled frame (an odd count repeats the last frame).
+fn slots_by_frame(plan: &SamplePlan) -> HashMap<usize, Vec<usize>> {
+    let mut slots: HashMap<usize, Vec<usize>> = HashMap::new();
+    for (slot, &f) in plan.frames.iter().enumerate() {
+        slots.entry(f).or_default().push(slot);
+    }
+    if plan.frames.len() % TEMPORAL_PATCH_SIZE != 0 {
+        slots
+            .entry(*plan.frames.last().expect("non-empty plan"))
+            .or_default()
+            .push(plan.frames.len());
+    }
+    slots
+}
+
+/// Work shared by the decode workers of one `prepare` call.
+struct Job<'a> {
+    gpu: &'a Gpu,
+    video: &'a Video,
+    plan: &'a SamplePlan,
+    wanted: &'a Wanted,
+    slots: &'a HashMap<usize, Vec<usize>>,
+    out: u64,
+    dtype: PixelDtype,
+    segments: &'a [crate::plan::DecodeRange],
+    next: AtomicUsize,
+    failed: AtomicBool,
+    report: Mutex<DecodeReport>,
+    delivered: Mutex<Vec<bool>>,
+}
+
+impl Job<'_> {
+    /// A worker: takes segments until none are left, each on a fresh session.
+    fn work(&self) -> Result<()> {
+        let result = self.work_inner();
+        if result.is_err() {
+            self.failed.store(true, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn work_inner(&self) -> Result<()> {
+        let gpu = self.gpu;
+        gpu.ctx.bind_to_thread().map_err(driver)?;
+        let stream = gpu.ctx.new_stream().map_err(driver)?;
+        let mut kernels = FrameKernels::new(gpu, &stream, self.video.info(), self.plan)?;
+        let disposability = Disposability::for_video(self.video);
+        let (mut scratch, mut data) = (Vec::new(), Vec::new());
+        let mut report = DecodeReport::default();
+        let mut delivered_slots = Vec::new();
+        while !self.failed.load(Ordering::Relaxed) {
+            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            let Some(segment) = self.segments.get(i) else {
+                break;
+            };
+            let mut on_picture = |p: &Picture| -> Result<()> {
+                let slots = &self.slots[&p.frame];
+                kernels.run(p, slots, self.out, self.dtype)?;
+                report.frames_delivered += 1;
+                if p.corrupt {
+                    report.corrupt_frames.push(p.frame);
+                }
+                delivered_slots.extend_from_slice(slots);
+                Ok(())
+            };
+            let mut session = Session::new(
+                &gpu.pool,
+                self.video.info().codec,
+                stream.cu_stream() as *mut c_void,
+                self.wanted,
+                &mut on_picture,
+            )?;
+            for p in segment.packets.clone() {
+                self.video.decoder_packet(p, &mut scratch, &mut data)?;
+                if !self.wanted.wants_packet(self.video, p) && disposability.is_disposable(&data) {
+                    report.packets_skipped += 1;
+                    continue;
+                }
+                report.packets_decoded += 1;
+                session.decode(&data, self.video.index().packets()[p].pts)?;
+            }
+            session.finish()?;
+        }
+        self.report.lock().expect("report lock").merge(report);
+        let mut delivered = self.delivered.lock().expect("delivered lock");
+        for s in delivered_slots {
+            delivered[s] = true;
+        }
+        Ok(())
+    }
+}
+
+/// Kernel arguments mirroring `struct Surface` in kernels/preprocess.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct SurfaceArg {
+    luma: u64,
+    chroma: u64,
+    chroma_plane_bytes: i64,
+    pitch: i32,
+    width: i32,
+    height: i32,
+    wide: i32,
+    shift: i32,
+    chroma420: i32,
+}
+
+/// Mirrors `struct ColorParams` in kernels/preprocess.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct ColorArg {
+    constants: [f32; 8],
+    identity: i32,
+}
+
+// SAFETY: both are #[repr(C)] plain data laid out exactly like the CUDA structs they are
+// passed as (sizes asserted below).
+unsafe impl DeviceRepr for SurfaceArg {}
+// SAFETY: as above.
+unsafe impl DeviceRepr for ColorArg {}
+const _: () =
+    assert!(std::mem::size_of::<SurfaceArg>() == 48 && std::mem::size_of::<ColorArg>() == 36);
+
+/// Tap tables in device memory.
+struct DeviceTaps {
+    starts: CudaSlice<i32>,
+    counts: CudaSlice<i32>,
+    weights: CudaSlice<f32>,
+    max_taps: i32,
+}
+
+impl DeviceTaps {
+    fn upload(stream: &Arc<CudaStream>, t: &TapTable) -> Result<Self> {
+        Ok(Self {
+            starts: stream.clone_htod(&t.starts).map_err(driver)?,
+            counts: stream.clone_htod(&t.counts).map_err(driver)?,
+            weights: stream.clone_htod(&t.weights).map_err(driver)?,
+            max_taps: t.max_taps as i32,
+        })
+    }
+}
+
+/// The two preprocessing kernels of one worker, with their tables and scratch buffer.
+struct FrameKernels<'a> {
+    gpu: &'a Gpu,
+    stream: &'a Arc<CudaStream>,
+    info: &'a StreamInfo,
+    display: (usize, usize),
+    out_size: (usize, usize),
+    grid: [usize; 3],
+    h_taps: DeviceTaps,
+    v_taps: DeviceTaps,
+    vertical_resize: bool,
+    tmp: CudaSlice<f32>,
+}
+
+impl<'a> FrameKernels<'a> {
+    fn new(
+        gpu: &'a Gpu,
+        stream: &'a Arc<CudaStream>,
+        info: &'a StreamInfo,
+        plan: &SamplePlan,
+    ) -> Result<Self> {
+        let (dh, dw) = info.display_size();
+        let (dh, dw) = (dh as usize, dw as usize);
+        let (oh, ow) = (plan.resized_height as usize, plan.resized_width as usize);
+        Ok(Self {
+            gpu,
+            stream,
+            info,
+            display: (dh, dw),
+            out_size: (oh, ow),
+            grid: plan.grid_thw,
+            h_taps: DeviceTaps::upload(stream, &TapTable::new(dw, ow))?,
+            v_taps: DeviceTaps::upload(stream, &TapTable::new(dh, oh))?,
+            vertical_resize: dh != oh,
+            tmp: stream.alloc_zeros(3 * dh * ow).map_err(driver)?,
+        })
+    }
+
+    /// Converts, resizes and patchifies one mapped picture into `slots`, then waits for
+    /// the kernels so the surface can be unmapped.
+    fn run(&mut self, p: &Picture, slots: &[usize], out: u64, dtype: PixelDtype) -> Result<()> {
+        let (dh, dw) = self.display;
+        let (oh, ow) = self.out_size;
+        let rotation = match self.info.rotation {
+            Rotation::None => 0i32,
+            Rotation::Cw90 => 1,
+            Rotation::Cw180 => 2,
+            Rotation::Cw270 => 3,
+        };
+        let (pw, ph) = if self.info.rotation.is_transposed() {
+            (dh, dw)
+        } else {
+            (dw, dh)
+        };
+        if (p.width as usize, p.height as usize) != (pw, ph) {
+            return Err(Error::Unsupported(format!(
+                "decoded pictures are {}x{}, the stream says {pw}x{ph} (resolution changes are not supported)",
+                p.width, p.height
+            )));
+        }
+        let surface = SurfaceArg {
+            luma: p.devptr,
+            chroma: p.devptr + p.chroma_offset(),
+            chroma_plane_bytes: (u64::from(p.pitch) * u64::from(p.height)) as i64,
+            pitch: p.pitch as i32,
+            width: p.width as i32,
+            height: p.height as i32,
+            wide: i32::from(p.format.is_wide()),
+            shift: if p.format.is_wide() {
+                16 - i32::from(p.bit_depth)
+            } else {
+                0
+            },
+            chroma420: i32::from(p.format.is_420()),
+        };
+        let range = self.info.color.full_range.map_or(Range::Limited, |f| {
+            if f {
+                Range::Full
+            } else {
+                Range::Limited
+            }
+        });
+        let converter =
+            ColorConverter::new(self.info.color.conversion_matrix(), range, p.bit_depth);
+        let color = ColorArg {
+            constants: converter.constants(),
+            identity: i32::from(
+                self.info.color.conversion_matrix() == crate::stream::Matrix::Identity,
+            ),
+        };
+        let block = (32u32, 8u32, 1u32);
+        let grid_for = |w: usize, h: usize| {
+            (
+                (w as u32).div_ceil(block.0),
+                (h as u32).div_ceil(block.1),
+                1,
+            )
+        };
+        let (disp_w, disp_h, out_w, out_h) = (dw as i32, dh as i32, ow as i32, oh as i32);
+        let mut pass1 = self.stream.launch_builder(&self.gpu.convert_h);
+        pass1
+            .arg(&surface)
+            .arg(&color)
+            .arg(&rotation)
+            .arg(&disp_w)
+            .arg(&disp_h)
+            .arg(&self.h_taps.starts)
+            .arg(&self.h_taps.counts)
+            .arg(&self.h_taps.weights)
+            .arg(&self.h_taps.max_taps)
+            .arg(&out_w)
+            .arg(&mut self.tmp);
+        // SAFETY: kernel-launch boundary. Arguments match convert_resize_h's signature;
+        // the surface stays mapped until the stream is synchronized below, and `tmp`
+        // holds 3 × display_h × out_w floats.
+        unsafe {
+            pass1.launch(LaunchConfig {
+                grid_dim: grid_for(ow, dh),
+                block_dim: block,
+                shared_mem_bytes: 0,
+            })
+        }
+        .map_err(driver)?;
+        let norm = Normalization::clip();
+        let (grid_h, grid_w) = (self.grid[1] as i32, self.grid[2] as i32);
+        let (resize, bf16) = (
+            i32::from(self.vertical_resize),
+            i32::from(dtype == PixelDtype::Bf16),
+        );
+        for &slot in slots {
+            let slot = slot as i32;
+            let mut pass2 = self.stream.launch_builder(&self.gpu.resize_v);
+            pass2
+                .arg(&self.tmp)
+                .arg(&disp_h)
+                .arg(&out_w)
+                .arg(&out_h)
+                .arg(&self.v_taps.starts)
+                .arg(&self.v_taps.counts)
+                .arg(&self.v_taps.weights)
+                .arg(&self.v_taps.max_taps)
+                .arg(&resize)
+                .arg(&norm.mean255[0])
+                .arg(&norm.mean255[1])
+                .arg(&norm.mean255[2])
+                .arg(&norm.std255[0])
+                .arg(&norm.std255[1])
+                .arg(&norm.std255[2])
+                .arg(&slot)
+                .arg(&grid_h)
+                .arg(&grid_w)
+                .arg(&bf16)
+                .arg(&out);
+            // SAFETY: kernel-launch boundary. Arguments match resize_v_patchify; `out`
+            // is the job's output buffer, alive until every worker has joined, and each
+            // slot's elements are written by exactly one launch.
+            unsafe {
+                pass2.launch(LaunchConfig {
+                    grid_dim: grid_for(ow, oh),
+                    block_dim: block,
+                    shared_mem_bytes: 0,
+                })
+            }
+            .map_err(driver)?;
+        }
+        self.stream.synchronize().map_err(driver)
+    }
+}

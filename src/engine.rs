@@ -1,0 +1,148 @@
+//! Chooses the device and runs the video pipeline on it.
+
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use reel_codec::decode::DecodeReport;
+use reel_codec::gpu::{Gpu, PixelDtype};
+use reel_codec::preprocess::PixelValues;
+use reel_codec::{SamplePlan, Video};
+
+/// What `--device` asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceChoice {
+    /// A GPU when one with NVDEC is present, else the CPU.
+    Auto,
+    Cpu,
+    Cuda(usize),
+}
+
+impl FromStr for DeviceChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(Self::Auto),
+            "cpu" => Ok(Self::Cpu),
+            "cuda" => Ok(Self::Cuda(0)),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(Self::Cuda)
+                .ok_or_else(|| {
+                    format!("unknown device '{s}' (expected auto, cpu, cuda or cuda:N)")
+                }),
+        }
+    }
+}
+
+/// A device the pipeline runs on.
+#[derive(Clone)]
+pub enum Device {
+    Cpu,
+    Cuda(Arc<Gpu>),
+}
+
+impl Device {
+    /// Resolves a choice; `auto` logs what it picked and why.
+    pub fn select(choice: DeviceChoice) -> anyhow::Result<Device> {
+        match choice {
+            DeviceChoice::Cpu => Ok(Device::Cpu),
+            DeviceChoice::Cuda(n) => Ok(Device::Cuda(
+                open_gpu(n).with_context(|| format!("cannot use cuda:{n}"))?,
+            )),
+            DeviceChoice::Auto => match open_gpu(0) {
+                Ok(gpu) => {
+                    tracing::info!("device auto: using cuda:0 (NVDEC + CUDA)");
+                    Ok(Device::Cuda(gpu))
+                }
+                Err(e) => {
+                    tracing::info!("device auto: using the CPU ({e})");
+                    Ok(Device::Cpu)
+                }
+            },
+        }
+    }
+
+    pub fn name(&self) -> String {
+        match self {
+            Device::Cpu => "cpu".into(),
+            Device::Cuda(gpu) => format!("cuda:{}", gpu.context().ordinal()),
+        }
+    }
+}
+
+/// GPUs are opened once per process.
+fn open_gpu(ordinal: usize) -> reel_codec::Result<Arc<Gpu>> {
+    static OPEN: Mutex<Vec<(usize, Arc<Gpu>)>> = Mutex::new(Vec::new());
+    let mut open = OPEN.lock().expect("no panics while holding the lock");
+    if let Some((_, gpu)) = open.iter().find(|(n, _)| *n == ordinal) {
+        return Ok(gpu.clone());
+    }
+    let gpu = Gpu::open(ordinal)?;
+    open.push((ordinal, gpu.clone()));
+    Ok(gpu)
+}
+
+/// Pixel values in host memory and how they were made.
+pub struct Frames {
+    pub pixel_values: PixelValues,
+    pub report: DecodeReport,
+    /// Where decoding ran ("cuda:0", "cpu", or "cpu (fallback: …)").
+    pub decoded_on: String,
+}
+
+/// Decodes and preprocesses the plan's frames on `device`. A stream the GPU cannot
+/// decode falls back to the CPU decoder when this build has one.
+pub fn prepare(
+    device: &Device,
+    video: &Video,
+    plan: &SamplePlan,
+    threads: usize,
+) -> anyhow::Result<Frames> {
+    if let Device::Cuda(gpu) = device {
+        match gpu.check_stream(video.info()) {
+            Ok(caps) => {
+                let prepared =
+                    gpu.prepare(video, plan, caps.engines.max(1) as usize, PixelDtype::F32)?;
+                return Ok(Frames {
+                    pixel_values: PixelValues {
+                        data: prepared.to_host_f32()?,
+                        grid_thw: prepared.grid_thw,
+                    },
+                    report: prepared.report,
+                    decoded_on: device.name(),
+                });
+            }
+            Err(reel_codec::Error::Unsupported(reason)) if cfg!(feature = "ffmpeg") => {
+                tracing::warn!("{reason}; decoding on the CPU instead");
+                let mut frames = prepare_cpu(video, plan, threads)?;
+                frames.decoded_on = format!("cpu (fallback: {reason})");
+                return Ok(frames);
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    prepare_cpu(video, plan, threads)
+}
+
+#[cfg(feature = "ffmpeg")]
+fn prepare_cpu(video: &Video, plan: &SamplePlan, threads: usize) -> anyhow::Result<Frames> {
+    let prepared = reel_codec::pipeline::prepare_cpu(video, plan, threads)?;
+    Ok(Frames {
+        pixel_values: prepared.pixel_values,
+        report: prepared.report,
+        decoded_on: "cpu".into(),
+    })
+}
+
+#[cfg(not(feature = "ffmpeg"))]
+fn prepare_cpu(_: &Video, _: &SamplePlan, _: usize) -> anyhow::Result<Frames> {
+    anyhow::bail!("this build has no CPU decoder (built without the `ffmpeg` feature); use a GPU")
+}
+
+/// Worker threads: the requested number, else all cores.
+pub fn threads(requested: Option<usize>) -> usize {
+    requested.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+}
