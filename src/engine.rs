@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use reel_codec::decode::DecodeReport;
-use reel_codec::gpu::{Gpu, PixelDtype};
+use reel_codec::gpu::{Gpu, GpuPrepared, PixelDtype};
 use reel_codec::preprocess::PixelValues;
 use reel_codec::{SamplePlan, Video};
 
@@ -85,9 +85,36 @@ fn open_gpu(ordinal: usize) -> reel_codec::Result<Arc<Gpu>> {
     Ok(gpu)
 }
 
-/// Pixel values in host memory and how they were made.
+/// Pixel values where they were made.
+pub enum Pixels {
+    Host(PixelValues),
+    Device(GpuPrepared),
+}
+
+impl Pixels {
+    /// The values in host memory (a copy from the GPU when made there).
+    pub fn into_host(self) -> anyhow::Result<PixelValues> {
+        Ok(match self {
+            Pixels::Host(values) => values,
+            Pixels::Device(prepared) => PixelValues {
+                data: prepared.to_host_f32()?,
+                grid_thw: prepared.grid_thw,
+            },
+        })
+    }
+
+    /// Waits until the values are complete.
+    pub fn synchronize(&self) -> anyhow::Result<()> {
+        if let Pixels::Device(prepared) = self {
+            prepared.synchronize()?;
+        }
+        Ok(())
+    }
+}
+
+/// Pixel values and how they were made.
 pub struct Frames {
-    pub pixel_values: PixelValues,
+    pub pixels: Pixels,
     pub report: DecodeReport,
     /// Where decoding ran ("cuda:0", "cpu", or "cpu (fallback: …)").
     pub decoded_on: String,
@@ -104,14 +131,11 @@ pub fn prepare(
     if let Device::Cuda(gpu) = device {
         match gpu.check_stream(video.info()) {
             Ok(caps) => {
-                let prepared =
+                let mut prepared =
                     gpu.prepare(video, plan, caps.engines.max(1) as usize, PixelDtype::F32)?;
                 return Ok(Frames {
-                    pixel_values: PixelValues {
-                        data: prepared.to_host_f32()?,
-                        grid_thw: prepared.grid_thw,
-                    },
-                    report: prepared.report,
+                    report: std::mem::take(&mut prepared.report),
+                    pixels: Pixels::Device(prepared),
                     decoded_on: device.name(),
                 });
             }
@@ -131,7 +155,7 @@ pub fn prepare(
 fn prepare_cpu(video: &Video, plan: &SamplePlan, threads: usize) -> anyhow::Result<Frames> {
     let prepared = reel_codec::pipeline::prepare_cpu(video, plan, threads)?;
     Ok(Frames {
-        pixel_values: prepared.pixel_values,
+        pixels: Pixels::Host(prepared.pixel_values),
         report: prepared.report,
         decoded_on: "cpu".into(),
     })

@@ -8,6 +8,20 @@ use anyhow::Context;
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 
+/// Prints a line to stdout. A closed pipe (`reel probe x | head`) ends the process
+/// quietly instead of panicking.
+pub fn print(text: impl std::fmt::Display) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = writeln!(out, "{text}").and_then(|_| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
 /// A named tensor to write.
 pub struct Tensor<'a> {
     pub name: String,

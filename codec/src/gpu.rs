@@ -7,8 +7,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig,
-    PushKernelArg,
+    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr,
+    LaunchConfig, PushKernelArg,
 };
 
 use crate::decode::nvdec::{self, DecoderCaps, DecoderPool, Picture, Session};
@@ -97,7 +97,7 @@ impl Gpu {
     /// Checks that NVDEC can decode a stream.
     pub fn check_stream(&self, info: &StreamInfo) -> Result<DecoderCaps> {
         self.ctx.bind_to_thread().map_err(driver)?;
-        nvdec::check_stream(info)
+        nvdec::check_stream(&self.pool, info)
     }
 
     /// Decodes and preprocesses the plan's frames with up to `sessions` concurrent
@@ -226,6 +226,69 @@ impl Gpu {
     }
 }
 
+impl Gpu {
+    /// Decodes every frame of `video` on one session and copies each picture into a
+    /// device buffer, as a decoder-to-tensor API does: the throughput benchmark's unit
+    /// of work. Returns the number of pictures.
+    pub fn decode_all_to_device(&self, video: &Video) -> Result<usize> {
+        check_readable_frames(video, &[video.index().len() - 1])?;
+        self.ctx.bind_to_thread().map_err(driver)?;
+        let stream = self.ctx.new_stream().map_err(driver)?;
+        let all: Vec<usize> = (0..video.index().len()).collect();
+        let wanted = Wanted::new(video, &all);
+        let (w, h) = (video.info().width as usize, video.info().height as usize);
+        let bytes_per_sample = if video.info().bit_depth > 8 { 2 } else { 1 };
+        let mut frame: CudaSlice<u8> = stream
+            .alloc_zeros(w * h * 3 * bytes_per_sample)
+            .map_err(driver)?;
+        let mut pictures = 0;
+        let mut on_picture = |p: &Picture| -> Result<()> {
+            let (dst, _guard) = frame.device_ptr_mut(&stream);
+            let luma = u64::from(p.pitch) * u64::from(p.height);
+            let chroma = if p.format.is_420() {
+                luma / 2
+            } else {
+                2 * luma
+            };
+            // A pitched surface is copied whole (a little more than the packed planes).
+            let len = (luma + chroma).min(frame_len(w, h, bytes_per_sample));
+            // SAFETY: FFI boundary: copies `len` bytes from the mapped surface (at least
+            // luma + chroma bytes long) into `frame` (at least `len` bytes) on `stream`.
+            unsafe {
+                cudarc::driver::result::memcpy_dtod_async(
+                    dst,
+                    p.devptr,
+                    len as usize,
+                    stream.cu_stream(),
+                )
+            }
+            .map_err(driver)?;
+            stream.synchronize().map_err(driver)?;
+            pictures += 1;
+            Ok(())
+        };
+        let mut session = Session::new(
+            &self.pool,
+            video.info().codec,
+            stream.cu_stream() as *mut c_void,
+            &wanted,
+            &mut on_picture,
+        )?;
+        let (mut scratch, mut data) = (Vec::new(), Vec::new());
+        for p in 0..video.index().len() {
+            video.decoder_packet(p, &mut scratch, &mut data)?;
+            session.decode(&data, video.index().packets()[p].pts)?;
+        }
+        session.finish()?;
+        drop(session);
+        Ok(pictures)
+    }
+}
+
+fn frame_len(w: usize, h: usize, bytes_per_sample: usize) -> u64 {
+    (w * h * 3 * bytes_per_sample) as u64
+}
+
 fn check_readable_frames(video: &Video, frames: &[usize]) -> Result<()> {
     let len = video.source().len();
     for &f in frames {
@@ -325,17 +388,34 @@ impl GpuPrepared {
     /// Copies the values to the host as f32.
     pub fn to_host_f32(&self) -> Result<Vec<f32>> {
         let stream = self.buffer.stream().clone();
-        let bytes = stream.clone_dtoh(&self.buffer).map_err(driver)?;
         Ok(match self.dtype {
-            PixelDtype::F32 => bytes
-                .chunks_exact(4)
-                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-                .collect(),
-            PixelDtype::Bf16 => bytes
-                .chunks_exact(2)
-                .map(|c| f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16))
-                .collect(),
+            PixelDtype::F32 => {
+                let mut out = vec![0f32; self.buffer.len() / 4];
+                // SAFETY: FFI boundary: copies the buffer's bytes (written by the kernels as
+                // f32) into a host f32 vector of exactly the same byte length.
+                unsafe {
+                    let bytes = std::slice::from_raw_parts_mut(
+                        out.as_mut_ptr().cast::<u8>(),
+                        self.buffer.len(),
+                    );
+                    stream.memcpy_dtoh(&self.buffer, bytes).map_err(driver)?;
+                }
+                stream.synchronize().map_err(driver)?;
+                out
+            }
+            PixelDtype::Bf16 => {
+                let bytes = stream.clone_dtoh(&self.buffer).map_err(driver)?;
+                bytes
+                    .chunks_exact(2)
+                    .map(|c| f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16))
+                    .collect()
+            }
         })
+    }
+
+    /// Waits until the values are complete on the device.
+    pub fn synchronize(&self) -> Result<()> {
+        self.buffer.stream().synchronize().map_err(driver)
     }
 }
 

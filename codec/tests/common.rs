@@ -3,9 +3,12 @@
 
 use std::path::PathBuf;
 
-/// The folder of committed fixture videos.
+/// The folder of committed fixture videos: $REEL_TEST_DATA (test binaries carried to
+/// another machine), else the source tree's.
 pub fn video_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data/video")
+    std::env::var_os("REEL_TEST_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data/video"))
 }
 
 pub fn fixture(name: &str) -> PathBuf {

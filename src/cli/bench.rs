@@ -20,6 +20,25 @@ enum BenchCommand {
     /// Latency and throughput of `reel frames` (demux → plan → decode → preprocess),
     /// in process, after a warm-up run. Prints JSON.
     Frames(FramesBench),
+    /// NVDEC decode throughput: every frame decoded into device memory by N concurrent
+    /// sessions (N copies of the clip), after a warm-up. Prints JSON.
+    Decode(DecodeBench),
+}
+
+#[derive(Debug, Args)]
+struct DecodeBench {
+    /// Video files; each is measured separately.
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Concurrent session counts to measure.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,7,8,14,16")]
+    sessions: Vec<usize>,
+    /// GPU to use.
+    #[arg(long, default_value = "cuda:0")]
+    device: crate::engine::DeviceChoice,
+    /// Timed repetitions per session count (the best is reported).
+    #[arg(long, default_value_t = 2)]
+    repeat: usize,
 }
 
 #[derive(Debug, Args)]
@@ -43,6 +62,7 @@ struct FramesBench {
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.what {
         BenchCommand::Frames(b) => frames(b),
+        BenchCommand::Decode(b) => decode(b),
     }
 }
 
@@ -63,7 +83,7 @@ fn frames(b: FramesBench) -> anyhow::Result<()> {
                 Video::open(file).with_context(|| format!("cannot open {}", file.display()))?;
             let plan = SamplePlan::new(video.info(), video.index(), &options)?;
             let prepared = crate::engine::prepare(&device, &video, &plan, threads)?;
-            std::hint::black_box(&prepared.pixel_values.data);
+            prepared.pixels.synchronize()?;
             Ok((
                 t.elapsed(),
                 video.index().len(),
@@ -94,6 +114,59 @@ fn frames(b: FramesBench) -> anyhow::Result<()> {
             "sampled_frames_per_s": sampled as f64 / med,
         }));
     }
-    println!("{}", serde_json::to_string_pretty(&results)?);
+    crate::output::print(serde_json::to_string_pretty(&results)?);
+    Ok(())
+}
+
+fn decode(b: DecodeBench) -> anyhow::Result<()> {
+    let crate::engine::Device::Cuda(gpu) = crate::engine::Device::select(b.device)? else {
+        anyhow::bail!("bench decode measures NVDEC: pass --device cuda or cuda:N");
+    };
+    let mut results = Vec::new();
+    for file in &b.files {
+        let video = Video::open(file).with_context(|| format!("cannot open {}", file.display()))?;
+        let caps = gpu.check_stream(video.info())?;
+        let frames = video.index().len();
+        let run = |n: usize| -> anyhow::Result<Duration> {
+            let start = Instant::now();
+            std::thread::scope(|scope| {
+                let workers: Vec<_> = (0..n)
+                    .map(|_| scope.spawn(|| gpu.decode_all_to_device(&video)))
+                    .collect();
+                workers
+                    .into_iter()
+                    .map(|w| {
+                        w.join()
+                            .map_err(|_| anyhow::anyhow!("decode worker panicked"))?
+                            .map_err(anyhow::Error::from)
+                    })
+                    .collect::<anyhow::Result<Vec<usize>>>()
+            })?;
+            Ok(start.elapsed())
+        };
+        // Warm up: kernels, and a pooled decoder per session of the largest count.
+        run(b.sessions.iter().copied().max().unwrap_or(1))?;
+        let mut rows = Vec::new();
+        for &n in &b.sessions {
+            let best = (0..b.repeat.max(1))
+                .map(|_| run(n))
+                .collect::<anyhow::Result<Vec<_>>>()?
+                .into_iter()
+                .min()
+                .unwrap();
+            let fps = (n * frames) as f64 / best.as_secs_f64();
+            eprintln!("{}: {n} sessions: {fps:.0} fps", file.display());
+            rows.push(serde_json::json!({"sessions": n, "seconds": best.as_secs_f64(), "aggregate_fps": fps, "per_session_fps": fps / n as f64}));
+        }
+        results.push(serde_json::json!({
+            "file": file,
+            "codec": video.info().codec,
+            "size": [video.info().width, video.info().height],
+            "frames": frames,
+            "nvdec_engines": caps.engines,
+            "results": rows,
+        }));
+    }
+    crate::output::print(serde_json::to_string_pretty(&results)?);
     Ok(())
 }

@@ -55,6 +55,7 @@ pub fn run(args: FramesArgs) -> anyhow::Result<()> {
         );
     }
     let t2 = Instant::now();
+    let pixel_values = prepared.pixels.into_host()?;
     let grid = plan.grid_thw;
     let frame_indices: Vec<i64> = plan.frames.iter().map(|&f| f as i64).collect();
     let (grid_bytes, index_bytes, time_bytes) = (
@@ -65,11 +66,8 @@ pub fn run(args: FramesArgs) -> anyhow::Result<()> {
     let tensors = [
         Tensor::f32(
             "pixel_values",
-            vec![
-                prepared.pixel_values.rows(),
-                reel_codec::preprocess::PATCH_DIM,
-            ],
-            &prepared.pixel_values.data,
+            vec![pixel_values.rows(), reel_codec::preprocess::PATCH_DIM],
+            &pixel_values.data,
         ),
         Tensor::new("video_grid_thw", Dtype::I64, vec![1, 3], &grid_bytes),
         Tensor::new(
@@ -107,9 +105,9 @@ pub fn run(args: FramesArgs) -> anyhow::Result<()> {
         },
     });
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        crate::output::print(serde_json::to_string_pretty(&summary)?);
     } else {
-        println!(
+        crate::output::print(format_args!(
             "{}: {} frames → {}x{}, grid {:?} ({} tokens); decoded {} of {} packets on {}; {:.3} s \
              (demux {:.3}, decode+preprocess {:.3}, write {:.3})",
             args.output.display(),
@@ -125,7 +123,7 @@ pub fn run(args: FramesArgs) -> anyhow::Result<()> {
             t_demux.as_secs_f64(),
             t_decode.as_secs_f64(),
             t_write.as_secs_f64(),
-        );
+        ));
     }
     Ok(())
 }

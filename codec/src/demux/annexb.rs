@@ -76,6 +76,34 @@ fn scan(src: &Source, codec: Codec) -> Result<Vec<(u64, u64)>> {
     Ok(units)
 }
 
+/// Sequential reads through a read-ahead buffer: NAL headers come in file order, so
+/// one large read serves thousands of them.
+struct Window<'a> {
+    src: &'a Source,
+    start: u64,
+    buf: Vec<u8>,
+}
+
+impl<'a> Window<'a> {
+    fn new(src: &'a Source) -> Self {
+        Self {
+            src,
+            start: 0,
+            buf: Vec::new(),
+        }
+    }
+
+    fn read(&mut self, offset: u64, len: u64) -> Result<&[u8]> {
+        let end = offset + len;
+        if offset < self.start || end > self.start + self.buf.len() as u64 {
+            self.buf = self.src.read_up_to(offset, SCAN_CHUNK.max(len as usize))?;
+            self.start = offset;
+        }
+        let from = (offset - self.start) as usize;
+        Ok(&self.buf[from..from + len as usize])
+    }
+}
+
 /// A picture found in the stream.
 struct Picture {
     offset: u64,
@@ -91,20 +119,22 @@ pub(crate) fn demux(src: &Source, codec: Codec) -> Result<Demuxed> {
         return Err(Error::malformed(NAME, "no start codes"));
     }
     let mut state = State::new(codec);
+    let mut window = Window::new(src);
     for (i, &(code_offset, nal_offset)) in units.iter().enumerate() {
         let nal_end = units.get(i + 1).map_or(src.len(), |u| u.0);
         let nal_len = nal_end - nal_offset;
-        let head = src.read_vec(nal_offset, nal_len.min(HEAD as u64))?;
+        let head = window.read(nal_offset, nal_len.min(HEAD as u64))?;
         let is_parameter_set = match codec {
-            Codec::H264 => matches!(h264::nal_unit_type(&head), Some(7 | 8)),
-            _ => matches!(hevc::nal_unit_type(&head), Some(32..=34)),
+            Codec::H264 => matches!(h264::nal_unit_type(head), Some(7 | 8)),
+            _ => matches!(hevc::nal_unit_type(head), Some(32..=34)),
         };
-        let nal_bytes = if is_parameter_set && nal_len > HEAD as u64 {
-            src.read_vec(nal_offset, nal_len.min(MAX_PARAMETER_SET))?
+        if is_parameter_set && nal_len > HEAD as u64 {
+            let whole = src.read_vec(nal_offset, nal_len.min(MAX_PARAMETER_SET))?;
+            state.push(code_offset, &whole)?;
         } else {
-            head
-        };
-        state.push(code_offset, &nal_bytes)?;
+            let head = head.to_vec();
+            state.push(code_offset, &head)?;
+        }
     }
     state.finish(src.len())
 }

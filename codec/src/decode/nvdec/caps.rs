@@ -66,14 +66,14 @@ pub fn query(codec: Codec, chroma: Chroma, bit_depth: u8) -> Result<DecoderCaps,
 }
 
 /// Checks that the GPU can decode a stream; the error names the limit it breaks.
-pub fn check_stream(info: &StreamInfo) -> Result<DecoderCaps, Error> {
+pub fn check_stream(pool: &super::DecoderPool, info: &StreamInfo) -> Result<DecoderCaps, Error> {
     let what = format!(
         "{}-bit {} {}",
         info.bit_depth,
         info.chroma.name(),
         info.codec
     );
-    let caps = query(info.codec, info.chroma, info.bit_depth)?;
+    let caps = pool.caps(info.codec, info.chroma, info.bit_depth)?;
     let unsupported = |limit: String| {
         Err(Error::Unsupported(format!(
             "NVDEC cannot decode this stream: {limit}"

@@ -6,7 +6,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Mutex;
 
 use super::api::{check, nvcuvid, Nvcuvid};
-use super::caps::{chroma_of, codec_of, query};
+use super::caps::{chroma_of, codec_of, query, DecoderCaps};
 use super::ffi;
 use crate::decode::Wanted;
 use crate::stream::{Chroma, Codec};
@@ -87,10 +87,14 @@ struct Decoder(ffi::CUvideodecoder);
 // context current; the pool hands each one to a single session at a time.
 unsafe impl Send for Decoder {}
 
+/// Codec, chroma format and bit depth: what decoder caps depend on.
+type CapsKey = (Codec, Chroma, u8);
+
 /// Idle decoders of one GPU, reused by later sessions with the same stream format.
 pub struct DecoderPool {
     idle: Mutex<Vec<(DecoderKey, Decoder)>>,
     created: std::sync::atomic::AtomicUsize,
+    caps: Mutex<Vec<(CapsKey, DecoderCaps)>>,
 }
 
 /// Idle decoders kept per GPU; more are destroyed when returned.
@@ -101,7 +105,26 @@ impl DecoderPool {
         Self {
             idle: Mutex::new(Vec::new()),
             created: Default::default(),
+            caps: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Decoder caps, queried once per codec, chroma format and bit depth.
+    pub fn caps(&self, codec: Codec, chroma: Chroma, bit_depth: u8) -> Result<DecoderCaps, Error> {
+        let key = (codec, chroma, bit_depth);
+        if let Some(caps) = self
+            .caps
+            .lock()
+            .ok()
+            .and_then(|c| c.iter().find(|(k, _)| *k == key).map(|(_, v)| *v))
+        {
+            return Ok(caps);
+        }
+        let caps = query(codec, chroma, bit_depth)?;
+        if let Ok(mut cached) = self.caps.lock() {
+            cached.push((key, caps));
+        }
+        Ok(caps)
     }
 
     /// Decoders waiting for reuse.
@@ -183,6 +206,10 @@ struct State<'a> {
     size: (u32, u32),
     error: Option<Error>,
     pictures: usize,
+    /// VP9/AV1: pts of fed packets not displayed yet. Each packet shows exactly one
+    /// frame, in order, but NVDEC stamps a hidden frame shown later (show_existing_frame)
+    /// with the timestamp of the packet that carried it, so displays are matched by order.
+    pending_pts: std::collections::VecDeque<i64>,
 }
 
 impl State<'_> {
@@ -206,7 +233,7 @@ impl State<'_> {
                 )))
             }
         };
-        let caps = query(self.codec, chroma, bit_depth)?;
+        let caps = self.pool.caps(self.codec, chroma, bit_depth)?;
         let (w, h) = (f.coded_width, f.coded_height);
         if !caps.supported
             || w > caps.max_width
@@ -297,7 +324,11 @@ impl State<'_> {
         }
         // SAFETY: non-null pointer from the parser, valid for this callback.
         let d = unsafe { *info };
-        let Some(frame) = self.wanted.frame_for_pts(d.timestamp) else {
+        let pts = match self.codec {
+            Codec::Vp9 | Codec::Av1 => self.pending_pts.pop_front().unwrap_or(d.timestamp),
+            Codec::H264 | Codec::Hevc => d.timestamp,
+        };
+        let Some(frame) = self.wanted.frame_for_pts(pts) else {
             return Ok(1);
         };
         let (key, decoder) = self
@@ -423,6 +454,7 @@ impl<'a> Session<'a> {
             size: (0, 0),
             error: None,
             pictures: 0,
+            pending_pts: Default::default(),
         });
         // SAFETY: plain C struct; unset fields are meant to be zero.
         let mut params: ffi::CUVIDPARSERPARAMS = unsafe { std::mem::zeroed() };
@@ -467,9 +499,10 @@ impl<'a> Session<'a> {
 
     /// Feeds one packet (an access unit for H.264/HEVC, a frame or superframe for VP9).
     pub fn decode(&mut self, data: &[u8], pts: i64) -> Result<(), Error> {
-        let mut flags = ffi::CUvideopacketflags::CUVID_PKT_TIMESTAMP.0;
-        if matches!(self.state.codec, Codec::H264 | Codec::Hevc) {
-            flags |= ffi::CUvideopacketflags::CUVID_PKT_ENDOFPICTURE.0;
+        let flags = ffi::CUvideopacketflags::CUVID_PKT_TIMESTAMP.0
+            | ffi::CUvideopacketflags::CUVID_PKT_ENDOFPICTURE.0;
+        if matches!(self.state.codec, Codec::Vp9 | Codec::Av1) {
+            self.state.pending_pts.push_back(pts);
         }
         self.feed(data, pts, ffi::CUvideopacketflags(flags))
     }

@@ -1,0 +1,77 @@
+"""Turns the files bench/gpu/run.sh leaves in $OUT into bench/results/*.json.
+
+Usage: python3 bench/gpu/collect.py <fetched OUT folder> <device description>
+"""
+
+import json
+import os
+import re
+import subprocess
+import sys
+from datetime import date
+
+
+def load(folder, name):
+    path = os.path.join(folder, name)
+    return json.load(open(path)) if os.path.exists(path) else None
+
+
+def main():
+    folder, device = sys.argv[1], sys.argv[2]
+    commit = subprocess.check_output(["git", "rev-parse", "HEAD"]).decode().strip()
+    stamp = date.today().strftime("%Y%m%d")
+    os.makedirs("bench/results", exist_ok=True)
+
+    reel, peer = load(folder, "reel-decode.json"), load(folder, "peer-decode.json")
+    if reel and peer:
+        clips = []
+        for r, p in zip(reel, peer):
+            rows = {x["sessions"]: x for x in r["results"]}
+            prow = {x["sessions"]: x for x in p["results"]}
+            best_reel = max(r["results"], key=lambda x: x["aggregate_fps"])
+            best_peer = max(p["results"], key=lambda x: x["aggregate_fps"])
+            clips.append({
+                "file": os.path.basename(r["file"]), "codec": r["codec"], "frames": r["frames"],
+                "nvdec_engines": r["nvdec_engines"],
+                "sessions": [{"sessions": n, "reel_fps": rows[n]["aggregate_fps"], "pynvvideocodec_fps": prow[n]["aggregate_fps"],
+                              "ratio": rows[n]["aggregate_fps"] / prow[n]["aggregate_fps"]} for n in sorted(rows) if n in prow],
+                "single_session_ratio": rows[1]["aggregate_fps"] / prow[1]["aggregate_fps"],
+                "best": {"reel": best_reel, "pynvvideocodec": best_peer,
+                         "ratio": best_reel["aggregate_fps"] / best_peer["aggregate_fps"]},
+            })
+        util = None
+        dmon = os.path.join(folder, "dmon.txt")
+        if os.path.exists(dmon):
+            decs = [int(l.split()[4]) for l in open(dmon) if re.match(r"^\s+\d", l)]
+            busy = [d for d in decs if d > 0]
+            util = {"samples": len(busy), "mean_dec_percent": sum(busy) / len(busy) if busy else 0,
+                    "clip": "h264_5min", "sessions": 14}
+        doc = {"benchmark": "nvdec_decode", "commit": commit, "device": device,
+               "command": "bash bench/gpu/run.sh (reel bench decode; bench/gpu/peer_pynvc.py decode)",
+               "peer": "PyNvVideoCodec 2.2.4, CreateDemuxer + CreateDecoder(usedevicememory=True)",
+               "clips": clips, "decoder_utilization": util,
+               "reel_5min": load(folder, "reel-decode-5min.json")}
+        json.dump(doc, open(f"bench/results/nvdec_decode_{stamp}.json", "w"), indent=2)
+        for c in clips:
+            print(f"decode {c['file']}: single {c['single_session_ratio']:.2f}x, best {c['best']['reel']['aggregate_fps']:.0f} vs "
+                  f"{c['best']['pynvvideocodec']['aggregate_fps']:.0f} fps = {c['best']['ratio']:.2f}x")
+        if util:
+            print(f"decoder utilization at 14 sessions: {util['mean_dec_percent']:.1f}%")
+
+    reel, peer = load(folder, "reel-frames.json"), load(folder, "peer-frames.json")
+    if reel and peer:
+        rows = []
+        for r, p in zip(reel, peer):
+            rows.append({"file": os.path.basename(r["file"]), "reel": r, "peer": p,
+                         "speedup": p["latency_s"]["median"] / r["latency_s"]["median"]})
+            print(f"pipeline {os.path.basename(r['file'])}: reel {r['latency_s']['median']:.3f} s vs "
+                  f"{p['latency_s']['median']:.3f} s = {rows[-1]['speedup']:.2f}x")
+        doc = {"benchmark": "gpu_decode_preprocess", "commit": commit, "device": device,
+               "command": "bash bench/gpu/run.sh (reel bench frames --device cuda; bench/gpu/peer_pynvc.py pipeline)",
+               "peer": "PyNvVideoCodec 2.2.4 single decoder (RGB planar) + transformers 5.17 Qwen2VLVideoProcessor(device='cuda')",
+               "sampling": "2 fps, qwen-vl-utils indices and pixel budget (grid (30, 40, 72))", "clips": rows}
+        json.dump(doc, open(f"bench/results/gpu_frames_{stamp}.json", "w"), indent=2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The GPU suite in one call, from the repo root on the GPU machine, with .carry/ packed by
+# scripts/gpu-pack.sh: GPU tests, then NVDEC and pipeline benchmarks against PyNvVideoCodec
+# on the same clips. Results land in $OUT; bench/gpu/collect.py turns them into
+# bench/results/*.json.
+set -uo pipefail
+OUT=${OUT:-/tmp/reel-gpu-out}
+mkdir -p "$OUT"
+export LD_LIBRARY_PATH=/usr/local/cuda/lib64:/usr/local/nvidia/lib64:${LD_LIBRARY_PATH:-}
+export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
+BIN=.carry/bin
+log="$OUT/gpu-tests.log"
+{ nvidia-smi; nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv; } > "$log" 2>&1
+python3 -m pip install -q --no-index --no-deps .carry/wheels/*.whl >> "$log" 2>&1
+
+clips=/tmp/reel-clips
+mkdir -p "$clips"
+for c in h264 hevc; do
+  src=$(ls .carry/clips/seg_$c.*); ext=${src##*.}
+  for i in 1 2 3 4 5; do cat "$src"; done > "$clips/${c}_30s.$ext"
+done
+for i in $(seq 50); do cat .carry/clips/seg_h264.h264; done > "$clips/h264_5min.h264"
+h264=$clips/h264_30s.h264; hevc=$clips/hevc_30s.hevc
+
+step() { echo "== $1: rc=$2" | tee -a "$OUT/steps.txt"; }
+# Steps to run (comma-separated): tests, decode, frames.
+ONLY=${ONLY:-tests,decode,frames}
+want() { [[ ",$ONLY," == *",$1,"* ]]; }
+
+# 1. Correctness on the GPU (fails, not skips, without a usable GPU).
+if want tests; then
+REEL_REQUIRE_GPU=1 REEL_TEST_DATA=$PWD/tests/data/video timeout 300 "$BIN/gpu-tests" --test-threads=1 --nocapture >> "$log" 2>&1
+step gpu-tests $?
+fi
+
+# 2. NVDEC throughput, reel then PyNvVideoCodec, same clips, same session counts.
+if want decode; then
+timeout 240 "$BIN/reel" bench decode "$h264" "$hevc" --sessions 1,2,4,7,8,14,16 > "$OUT/reel-decode.json" 2>> "$OUT/steps.txt"
+step reel-decode $?
+timeout 300 python3 bench/gpu/peer_pynvc.py decode "$h264" "$hevc" --sessions 1,2,4,7,8,14,16 > "$OUT/peer-decode.json" 2>> "$OUT/steps.txt"
+step peer-decode $?
+
+# 3. Decoder utilization at a high session count, on the 5-minute clip.
+nvidia-smi dmon -s u -d 1 > "$OUT/dmon.txt" 2>&1 &
+dmon=$!
+timeout 120 "$BIN/reel" bench decode "$clips/h264_5min.h264" --sessions 14 --repeat 1 > "$OUT/reel-decode-5min.json" 2>> "$OUT/steps.txt"
+step reel-decode-5min $?
+kill $dmon 2>/dev/null
+fi
+
+# 4. Decode + preprocess to the Qwen2.5-VL layout, 2 fps sampling.
+if want frames; then
+"$BIN/reel" frames "$h264" --device cuda -o /tmp/reel-frames.safetensors --json >> "$OUT/steps.txt" 2>&1
+timeout 180 "$BIN/reel" bench frames "$h264" "$hevc" --device cuda --iterations 5 > "$OUT/reel-frames.json" 2>> "$OUT/steps.txt"
+step reel-frames $?
+timeout 300 python3 bench/gpu/peer_pynvc.py pipeline "$h264" "$hevc" --iterations 5 > "$OUT/peer-frames.json" 2>> "$OUT/steps.txt"
+step peer-frames $?
+fi
+
+grep -E "^test |test result|bit-identical|max abs diff|sessions:|Unsupported|reported" "$log" | tail -60
+cat "$OUT/steps.txt" | tail -30

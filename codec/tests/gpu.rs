@@ -1,0 +1,270 @@
+//! GPU tests: NVDEC decoding and the CUDA preprocessing kernels. They need an NVIDIA
+//! GPU with NVDEC; without one they skip, unless REEL_REQUIRE_GPU=1 (set by
+//! scripts/gpu-suite.sh on the GPU machine), where a missing GPU fails them.
+//!
+//! They need no FFmpeg: NVDEC's pictures are checked against ffprobe's framemd5
+//! (expected.json), and the GPU preprocessing against the CPU preprocessing run on the
+//! very pictures NVDEC decoded.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use reel_codec::decode::DecodedFrame;
+use reel_codec::gpu::{Gpu, PixelDtype};
+use reel_codec::pipeline::{frame_to_rgb, patchify_frames};
+use reel_codec::preprocess::{YuvImage, YuvSamples};
+use reel_codec::{Chroma, Error, SamplePlan, SamplingOptions, Video};
+
+fn gpu() -> Option<Arc<Gpu>> {
+    match Gpu::open(0) {
+        Ok(gpu) => Some(gpu),
+        Err(e) if std::env::var_os("REEL_REQUIRE_GPU").is_some() => {
+            panic!("REEL_REQUIRE_GPU is set but: {e}")
+        }
+        Err(e) => {
+            eprintln!("no usable GPU ({e}): skipped");
+            None
+        }
+    }
+}
+
+/// Fixtures NVDEC on Hopper cannot decode, by design of the hardware.
+const UNSUPPORTED: [&str; 3] = ["h264_444.mp4", "h264_high10.mp4", "av1.mp4"];
+
+fn decodable_fixtures() -> Vec<String> {
+    common::expectations()
+        .into_iter()
+        .filter(|(name, e)| {
+            e["error"].is_null()
+                && !name.contains("truncated")
+                && !UNSUPPORTED.contains(&name.as_str())
+        })
+        .map(|(name, _)| name)
+        .collect()
+}
+
+#[test]
+fn nvdec_decodes_every_fixture_bit_exactly() {
+    let Some(gpu) = gpu() else { return };
+    for name in decodable_fixtures() {
+        let expect = &common::expectations()[&name];
+        let video = Video::open(common::fixture(&name)).unwrap();
+        let all: Vec<usize> = (0..video.index().len()).collect();
+        let mut got = BTreeMap::new();
+        let report = gpu
+            .decode_yuv(&video, &all, &mut |frame, yuv, _| {
+                got.insert(frame, common::md5_hex(&yuv));
+            })
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let md5s = expect["framemd5"].as_array().unwrap();
+        let damaged: Vec<u64> = expect
+            .get("damaged_frames")
+            .and_then(|d| d.as_array())
+            .map(|d| d.iter().map(|v| v.as_u64().unwrap()).collect())
+            .unwrap_or_default();
+        assert_eq!(got.len(), md5s.len(), "{name}: frames delivered");
+        let mut matched = 0;
+        for (f, md5) in &got {
+            if damaged.contains(&(*f as u64)) {
+                continue;
+            }
+            assert_eq!(
+                md5,
+                md5s[*f].as_str().unwrap(),
+                "{name}: frame {f} differs from FFmpeg"
+            );
+            matched += 1;
+        }
+        eprintln!(
+            "{name}: {matched} frames bit-identical to FFmpeg; corrupt reported: {:?}",
+            report.corrupt_frames
+        );
+    }
+}
+
+/// Packed planar YUV (decode_yuv's layout) as a YuvImage.
+fn yuv_image<'a>(info: &reel_codec::StreamInfo, bytes: &'a [u8]) -> YuvImage<'a> {
+    let (w, h) = (info.width as usize, info.height as usize);
+    let bps = if info.bit_depth > 8 { 2 } else { 1 };
+    let (cw, ch) = match info.chroma {
+        Chroma::Yuv420 => (w.div_ceil(2), h.div_ceil(2)),
+        _ => (w, h),
+    };
+    let (y, rest) = bytes.split_at(w * h * bps);
+    let (u, v) = rest.split_at(cw * ch * bps);
+    let planes = [y, u, v];
+    YuvImage {
+        width: w,
+        height: h,
+        chroma: info.chroma,
+        samples: if bps == 2 {
+            YuvSamples::U16(planes)
+        } else {
+            YuvSamples::U8(planes)
+        },
+        strides: [w * bps, cw * bps, cw * bps],
+    }
+}
+
+#[test]
+fn gpu_preprocessing_matches_cpu_on_the_same_pictures() {
+    let Some(gpu) = gpu() else { return };
+    let options = [
+        SamplingOptions::default(),
+        SamplingOptions {
+            max_pixels: Some(28.0 * 28.0 * 30.0),
+            min_pixels: 3136.0,
+            ..Default::default()
+        },
+    ];
+    for name in decodable_fixtures() {
+        if name.contains("corrupt") {
+            continue;
+        }
+        let video = Video::open(common::fixture(&name)).unwrap();
+        for opts in &options {
+            let plan = SamplePlan::new(video.info(), video.index(), opts).unwrap();
+            let info = video.info();
+            let (h, w) = (plan.resized_height as usize, plan.resized_width as usize);
+            let mut by_frame = BTreeMap::new();
+            gpu.decode_yuv(&video, &plan.frames, &mut |frame, yuv, corrupt| {
+                let decoded = DecodedFrame {
+                    frame,
+                    image: yuv_image(info, &yuv),
+                    corrupt,
+                    full_range: None,
+                };
+                by_frame.insert(frame, frame_to_rgb(info, &decoded, h, w));
+            })
+            .unwrap();
+            let mut frames: Vec<_> = plan.frames.iter().map(|f| by_frame[f].clone()).collect();
+            if frames.len() % 2 == 1 {
+                frames.push(frames.last().unwrap().clone());
+            }
+            let cpu = patchify_frames(&frames, plan.grid_thw);
+            for dtype in [PixelDtype::F32, PixelDtype::Bf16] {
+                let prepared = gpu
+                    .prepare(&video, &plan, 4, dtype)
+                    .unwrap_or_else(|e| panic!("{name}: {e}"));
+                let got = prepared.to_host_f32().unwrap();
+                assert_eq!(got.len(), cpu.data.len());
+                let diffs: Vec<f32> = got
+                    .iter()
+                    .zip(&cpu.data)
+                    .map(|(a, b)| (a - b).abs())
+                    .collect();
+                let max = diffs.iter().copied().fold(0.0, f32::max);
+                let mean = diffs.iter().sum::<f32>() / diffs.len() as f32;
+                eprintln!(
+                    "{name} grid {:?} {dtype:?}: max abs diff {max:e}, mean {mean:e}",
+                    plan.grid_thw
+                );
+                let (max_tol, mean_tol) = match dtype {
+                    PixelDtype::F32 => (0.05, 0.005),
+                    // bf16 keeps 8 bits of mantissa: values up to ~2.2 round by ≤ 2^-8·2.
+                    PixelDtype::Bf16 => (0.02, 0.005),
+                };
+                assert!(
+                    max <= max_tol && mean <= mean_tol,
+                    "{name}: max {max}, mean {mean}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn streams_nvdec_cannot_decode_get_a_clear_error() {
+    let Some(gpu) = gpu() else { return };
+    for name in UNSUPPORTED {
+        let video = Video::open(common::fixture(name)).unwrap();
+        match gpu.check_stream(video.info()) {
+            Err(Error::Unsupported(reason)) => eprintln!("{name}: {reason}"),
+            other => panic!("{name}: expected an Unsupported error, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn corrupt_stream_yields_its_frames_and_reports_the_damage() {
+    let Some(gpu) = gpu() else { return };
+    let video = Video::open(common::fixture("h264_corrupt.mp4")).unwrap();
+    let all: Vec<usize> = (0..video.index().len()).collect();
+    let plan = SamplePlan::new(
+        video.info(),
+        video.index(),
+        &SamplingOptions {
+            frames: Some(all),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let prepared = gpu.prepare(&video, &plan, 2, PixelDtype::F32).unwrap();
+    eprintln!(
+        "corrupt frames reported by NVDEC: {:?}",
+        prepared.report.corrupt_frames
+    );
+    assert!(
+        !prepared.report.corrupt_frames.is_empty(),
+        "damage in frames 30..44 went unreported"
+    );
+    assert!(prepared
+        .report
+        .corrupt_frames
+        .iter()
+        .all(|f| (30..60).contains(f)));
+}
+
+#[test]
+fn truncated_file_is_a_typed_error() {
+    let Some(gpu) = gpu() else { return };
+    let video = Video::open(common::fixture("h264_truncated.mp4")).unwrap();
+    let plan = SamplePlan::new(video.info(), video.index(), &SamplingOptions::default()).unwrap();
+    let err = gpu
+        .prepare(&video, &plan, 2, PixelDtype::F32)
+        .err()
+        .expect("truncated file");
+    assert!(matches!(err, Error::Truncated { .. }), "{err}");
+}
+
+#[test]
+fn a_thousand_sessions_leave_memory_and_decoders_unchanged() {
+    let Some(gpu) = gpu() else { return };
+    let video = Video::open(common::fixture("h264_baseline.mp4")).unwrap();
+    let plan = SamplePlan::new(
+        video.info(),
+        video.index(),
+        &SamplingOptions {
+            frames: Some(vec![0, 1]),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let run = || gpu.prepare(&video, &plan, 1, PixelDtype::F32).unwrap();
+    drop(run()); // warm up: kernels, decoder pool, allocator
+    gpu.context().synchronize().unwrap();
+    let (free_before, _) = gpu.context().mem_get_info().unwrap();
+    let created_before = gpu.decoder_pool().created();
+    for _ in 0..1000 {
+        drop(run());
+    }
+    gpu.context().synchronize().unwrap();
+    let (free_after, _) = gpu.context().mem_get_info().unwrap();
+    let created_after = gpu.decoder_pool().created();
+    eprintln!(
+        "1000 sessions: free memory {} → {} MiB, decoders created {created_before} → {created_after}, idle {}",
+        free_before >> 20,
+        free_after >> 20,
+        gpu.decoder_pool().idle()
+    );
+    assert_eq!(
+        created_before, created_after,
+        "sessions created new decoders instead of reusing them"
+    );
+    assert!(
+        free_after + (64 << 20) >= free_before,
+        "GPU memory leaked: {free_before} → {free_after}"
+    );
+}

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Packs what the GPU suite needs into .carry/ (ignored by git; the device tool carries
+# it): release binaries built without FFmpeg (the GPU machines have none), the GPU test
+# binary, Python wheels the GPU image lacks, and the benchmark segments.
+# Then run on the GPU machine, in one call:  bash bench/gpu/run.sh   (with carry [".carry"])
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mkdir -p .carry/bin .carry/wheels
+cargo build --release --no-default-features -q
+cp target/release/reel .carry/bin/reel
+test_exe=$(cargo test --release --no-default-features -p reel-codec --test gpu --no-run --message-format=json 2>/dev/null \
+  | python3 -c 'import json,sys
+for l in sys.stdin:
+    m=json.loads(l)
+    if m.get("reason")=="compiler-artifact" and m["target"]["name"]=="gpu" and m.get("executable"): print(m["executable"])')
+cp "$test_exe" .carry/bin/gpu-tests
+strip .carry/bin/reel .carry/bin/gpu-tests
+pip download -q --no-deps --python-version 3.12 --platform manylinux_2_28_x86_64 --only-binary=:all: \
+  -d .carry/wheels pynvvideocodec==2.2.4
+pip download -q --no-deps -d .carry/wheels qwen-vl-utils==0.0.14
+bench/gpu/make_segments.sh .carry/clips >/dev/null
+du -sh .carry/* && du -sh .carry
