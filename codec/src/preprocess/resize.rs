@@ -185,17 +185,35 @@ fn combine_rows(src: &[f32], width: usize, taps: &[Taps]) -> Vec<f32> {
     out
 }
 
-/// Transposes a rows × cols matrix, in cache-sized tiles.
+/// Transposes a rows × cols matrix: 8×8 register tiles (which LLVM turns into
+/// shuffles) inside cache-sized tiles, scalar at the edges.
 fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    const TILE: usize = 32;
+    const B: usize = 8;
+    const TILE: usize = 64;
     let mut out = vec![0f32; rows * cols];
-    for r0 in (0..rows).step_by(TILE) {
-        for c0 in (0..cols).step_by(TILE) {
-            for r in r0..(r0 + TILE).min(rows) {
-                for c in c0..(c0 + TILE).min(cols) {
-                    out[c * rows + r] = src[r * cols + c];
+    let (full_r, full_c) = (rows / B * B, cols / B * B);
+    for r1 in (0..full_r).step_by(TILE) {
+        for c1 in (0..full_c).step_by(TILE) {
+            for r0 in (r1..(r1 + TILE).min(full_r)).step_by(B) {
+                for c0 in (c1..(c1 + TILE).min(full_c)).step_by(B) {
+                    let mut tile = [[0f32; B]; B];
+                    for (i, row) in tile.iter_mut().enumerate() {
+                        row.copy_from_slice(&src[(r0 + i) * cols + c0..][..B]);
+                    }
+                    for j in 0..B {
+                        let dst = &mut out[(c0 + j) * rows + r0..][..B];
+                        for (i, d) in dst.iter_mut().enumerate() {
+                            *d = tile[i][j];
+                        }
+                    }
                 }
             }
+        }
+    }
+    for r in 0..rows {
+        let start_c = if r < full_r { full_c } else { 0 };
+        for c in start_c..cols {
+            out[c * rows + r] = src[r * cols + c];
         }
     }
     out
@@ -223,6 +241,23 @@ mod tests {
         let t = &taps(240, 336)[0];
         assert_eq!(t.start, 0);
         assert_eq!(t.weights, [1.0582524538040161, -0.05825241655111313]);
+    }
+
+    #[test]
+    fn transpose_handles_ragged_edges() {
+        for (rows, cols) in [(1, 1), (8, 8), (13, 21), (64, 70), (130, 9)] {
+            let src: Vec<f32> = (0..rows * cols).map(|v| v as f32).collect();
+            let t = transpose(&src, rows, cols);
+            for r in 0..rows {
+                for c in 0..cols {
+                    assert_eq!(
+                        t[c * rows + r],
+                        src[r * cols + c],
+                        "{rows}x{cols} at ({r},{c})"
+                    );
+                }
+            }
+        }
     }
 
     #[test]
