@@ -13,7 +13,7 @@ if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
 "$venv/bin/pip" install -q --disable-pip-version-check nvidia-cuda-nvrtc==13.0.88
-nvrtc_lib=$(dirname "$(find "$venv" -name 'libnvrtc.so.13' | head -1)")
+nvrtc_lib=$(cd "$(dirname "$(find "$venv" -name 'libnvrtc.so.13' | head -1)")" && pwd)
 export LD_LIBRARY_PATH="$nvrtc_lib:${LD_LIBRARY_PATH:-}"
 export REEL_REQUIRE_NVRTC=1
 
