@@ -7,7 +7,7 @@ use anyhow::Context;
 use reel_codec::decode::DecodeReport;
 use reel_codec::gpu::{Gpu, GpuPrepared, PixelDtype};
 use reel_codec::preprocess::PixelValues;
-use reel_codec::{SamplePlan, Video};
+use reel_codec::{Cancel, SamplePlan, Video};
 
 /// What `--device` asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,6 +86,8 @@ fn open_gpu(ordinal: usize) -> reel_codec::Result<Arc<Gpu>> {
 }
 
 /// Pixel values where they were made.
+// Without FFmpeg only the GPU makes pixel values.
+#[cfg_attr(not(feature = "ffmpeg"), allow(dead_code))]
 pub enum Pixels {
     Host(PixelValues),
     Device(GpuPrepared),
@@ -127,12 +129,18 @@ pub fn prepare(
     video: &Video,
     plan: &SamplePlan,
     threads: usize,
+    cancel: &Cancel,
 ) -> anyhow::Result<Frames> {
     if let Device::Cuda(gpu) = device {
         match gpu.check_stream(video.info()) {
             Ok(caps) => {
-                let mut prepared =
-                    gpu.prepare(video, plan, caps.engines.max(1) as usize, PixelDtype::F32)?;
+                let mut prepared = gpu.prepare(
+                    video,
+                    plan,
+                    caps.engines.max(1) as usize,
+                    PixelDtype::F32,
+                    cancel,
+                )?;
                 return Ok(Frames {
                     report: std::mem::take(&mut prepared.report),
                     pixels: Pixels::Device(prepared),
@@ -141,19 +149,24 @@ pub fn prepare(
             }
             Err(reel_codec::Error::Unsupported(reason)) if cfg!(feature = "ffmpeg") => {
                 tracing::warn!("{reason}; decoding on the CPU instead");
-                let mut frames = prepare_cpu(video, plan, threads)?;
+                let mut frames = prepare_cpu(video, plan, threads, cancel)?;
                 frames.decoded_on = format!("cpu (fallback: {reason})");
                 return Ok(frames);
             }
             Err(e) => return Err(e.into()),
         }
     }
-    prepare_cpu(video, plan, threads)
+    prepare_cpu(video, plan, threads, cancel)
 }
 
 #[cfg(feature = "ffmpeg")]
-fn prepare_cpu(video: &Video, plan: &SamplePlan, threads: usize) -> anyhow::Result<Frames> {
-    let prepared = reel_codec::pipeline::prepare_cpu(video, plan, threads)?;
+fn prepare_cpu(
+    video: &Video,
+    plan: &SamplePlan,
+    threads: usize,
+    cancel: &Cancel,
+) -> anyhow::Result<Frames> {
+    let prepared = reel_codec::pipeline::prepare_cpu(video, plan, threads, cancel)?;
     Ok(Frames {
         pixels: Pixels::Host(prepared.pixel_values),
         report: prepared.report,
@@ -162,7 +175,7 @@ fn prepare_cpu(video: &Video, plan: &SamplePlan, threads: usize) -> anyhow::Resu
 }
 
 #[cfg(not(feature = "ffmpeg"))]
-fn prepare_cpu(_: &Video, _: &SamplePlan, _: usize) -> anyhow::Result<Frames> {
+fn prepare_cpu(_: &Video, _: &SamplePlan, _: usize, _: &Cancel) -> anyhow::Result<Frames> {
     anyhow::bail!("this build has no CPU decoder (built without the `ffmpeg` feature); use a GPU")
 }
 

@@ -55,6 +55,9 @@ pub enum Error {
     /// The decoder failed; `frames` lists the planned frames it could not deliver.
     #[error("decode failed for {} planned frame(s) (first: {first}): {reason}", frames.len(), first = frames.first().copied().unwrap_or(0))]
     Decode { frames: Vec<usize>, reason: String },
+    /// The work was cancelled (client gone, deadline passed).
+    #[error("cancelled")]
+    Cancelled,
     /// A decoder backend is not available in this build or on this machine.
     #[error("decoder unavailable: {0}")]
     DecoderUnavailable(String),

@@ -17,7 +17,7 @@ use crate::pipeline::check_readable;
 use crate::plan::{SamplePlan, TEMPORAL_PATCH_SIZE};
 use crate::preprocess::{ColorConverter, Normalization, TapTable, PATCH_DIM};
 use crate::stream::{Range, Rotation, StreamInfo};
-use crate::{Error, Result, Video};
+use crate::{Cancel, Error, Result, Video};
 
 fn driver(e: cudarc::driver::DriverError) -> Error {
     Error::DecoderUnavailable(format!("CUDA: {e}"))
@@ -108,6 +108,7 @@ impl Gpu {
         plan: &SamplePlan,
         sessions: usize,
         dtype: PixelDtype,
+        cancel: &Cancel,
     ) -> Result<GpuPrepared> {
         let info = video.info();
         check_readable(video, plan)?;
@@ -133,6 +134,7 @@ impl Gpu {
             next: AtomicUsize::new(0),
             segments: &segments,
             failed: AtomicBool::new(false),
+            cancel,
             report: Mutex::new(DecodeReport::default()),
             delivered: Mutex::new(vec![
                 false;
@@ -446,6 +448,7 @@ struct Job<'a> {
     segments: &'a [crate::plan::DecodeRange],
     next: AtomicUsize,
     failed: AtomicBool,
+    cancel: &'a Cancel,
     report: Mutex<DecodeReport>,
     delivered: Mutex<Vec<bool>>,
 }
@@ -492,6 +495,7 @@ impl Job<'_> {
                 &mut on_picture,
             )?;
             for p in segment.packets.clone() {
+                self.cancel.check()?;
                 self.video.decoder_packet(p, &mut scratch, &mut data)?;
                 if !self.wanted.wants_packet(self.video, p) && disposability.is_disposable(&data) {
                     report.packets_skipped += 1;

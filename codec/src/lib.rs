@@ -10,6 +10,7 @@
 //!   Hugging Face's numerics.
 
 pub mod bitstream;
+mod cancel;
 pub mod decode;
 pub mod demux;
 mod error;
@@ -22,6 +23,7 @@ mod source;
 mod stream;
 mod video;
 
+pub use cancel::Cancel;
 pub use error::{Error, Result};
 pub use index::PacketIndex;
 pub use plan::{SamplePlan, SamplingOptions};

@@ -83,7 +83,12 @@ fn slots_by_frame(plan: &SamplePlan) -> HashMap<usize, Vec<usize>> {
 /// and resized on the decoding thread, and the frames are patchified per temporal
 /// slice at the end. Frames the decoder concealed errors in are listed in the report.
 #[cfg(feature = "ffmpeg")]
-pub fn prepare_cpu(video: &Video, plan: &SamplePlan, threads: usize) -> Result<Prepared> {
+pub fn prepare_cpu(
+    video: &Video,
+    plan: &SamplePlan,
+    threads: usize,
+    cancel: &crate::Cancel,
+) -> Result<Prepared> {
     use crate::decode;
     use std::sync::Mutex;
 
@@ -111,13 +116,20 @@ pub fn prepare_cpu(video: &Video, plan: &SamplePlan, threads: usize) -> Result<P
         segments
             .par_iter()
             .map(|segment| {
-                decode::cpu::decode_range(video, segment, &wanted, per_decoder, &mut |frame| {
-                    let image = frame_to_rgb(info, &frame, h, w);
-                    let mut out = resized.lock().expect("no panics while holding the lock");
-                    for &slot in &slots[&frame.frame] {
-                        out[slot] = Some(image.clone());
-                    }
-                })
+                decode::cpu::decode_range(
+                    video,
+                    segment,
+                    &wanted,
+                    per_decoder,
+                    cancel,
+                    &mut |frame| {
+                        let image = frame_to_rgb(info, &frame, h, w);
+                        let mut out = resized.lock().expect("no panics while holding the lock");
+                        for &slot in &slots[&frame.frame] {
+                            out[slot] = Some(image.clone());
+                        }
+                    },
+                )
             })
             .collect()
     });

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use reel_codec::decode::{self, cpu, DecodedFrame};
 use reel_codec::plan::{decode_ranges, DecodeRange};
 use reel_codec::preprocess::YuvSamples;
-use reel_codec::{Chroma, SamplePlan, SamplingOptions, Video};
+use reel_codec::{Cancel, Chroma, SamplePlan, SamplingOptions, Video};
 
 /// MD5 of the planes packed without padding, as framemd5 hashes them.
 fn frame_md5(f: &DecodedFrame) -> String {
@@ -53,7 +53,7 @@ fn decode_frames(
     let mut got = BTreeMap::new();
     let mut report = decode::DecodeReport::default();
     for range in ranges {
-        let r = cpu::decode_range(video, range, &wanted, 1, &mut |f| {
+        let r = cpu::decode_range(video, range, &wanted, 1, &Cancel::new(), &mut |f| {
             got.insert(f.frame, frame_md5(&f));
         })
         .unwrap();

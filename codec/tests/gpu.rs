@@ -15,7 +15,7 @@ use reel_codec::decode::DecodedFrame;
 use reel_codec::gpu::{Gpu, PixelDtype};
 use reel_codec::pipeline::{frame_to_rgb, patchify_frames};
 use reel_codec::preprocess::{YuvImage, YuvSamples};
-use reel_codec::{Chroma, Error, SamplePlan, SamplingOptions, Video};
+use reel_codec::{Cancel, Chroma, Error, SamplePlan, SamplingOptions, Video};
 
 fn gpu() -> Option<Arc<Gpu>> {
     match Gpu::open(0) {
@@ -146,7 +146,7 @@ fn gpu_preprocessing_matches_cpu_on_the_same_pictures() {
             let cpu = patchify_frames(&frames, plan.grid_thw);
             for dtype in [PixelDtype::F32, PixelDtype::Bf16] {
                 let prepared = gpu
-                    .prepare(&video, &plan, 4, dtype)
+                    .prepare(&video, &plan, 4, dtype, &Cancel::new())
                     .unwrap_or_else(|e| panic!("{name}: {e}"));
                 let got = prepared.to_host_f32().unwrap();
                 assert_eq!(got.len(), cpu.data.len());
@@ -201,7 +201,9 @@ fn corrupt_stream_yields_its_frames_and_reports_the_damage() {
         },
     )
     .unwrap();
-    let prepared = gpu.prepare(&video, &plan, 2, PixelDtype::F32).unwrap();
+    let prepared = gpu
+        .prepare(&video, &plan, 2, PixelDtype::F32, &Cancel::new())
+        .unwrap();
     eprintln!(
         "corrupt frames reported by NVDEC: {:?}",
         prepared.report.corrupt_frames
@@ -223,7 +225,7 @@ fn truncated_file_is_a_typed_error() {
     let video = Video::open(common::fixture("h264_truncated.mp4")).unwrap();
     let plan = SamplePlan::new(video.info(), video.index(), &SamplingOptions::default()).unwrap();
     let err = gpu
-        .prepare(&video, &plan, 2, PixelDtype::F32)
+        .prepare(&video, &plan, 2, PixelDtype::F32, &Cancel::new())
         .err()
         .expect("truncated file");
     assert!(matches!(err, Error::Truncated { .. }), "{err}");
@@ -242,7 +244,10 @@ fn a_thousand_sessions_leave_memory_and_decoders_unchanged() {
         },
     )
     .unwrap();
-    let run = || gpu.prepare(&video, &plan, 1, PixelDtype::F32).unwrap();
+    let run = || {
+        gpu.prepare(&video, &plan, 1, PixelDtype::F32, &Cancel::new())
+            .unwrap()
+    };
     drop(run()); // warm up: kernels, decoder pool, allocator
     gpu.context().synchronize().unwrap();
     let (free_before, _) = gpu.context().mem_get_info().unwrap();

@@ -82,7 +82,13 @@ fn frames(b: FramesBench) -> anyhow::Result<()> {
             let video =
                 Video::open(file).with_context(|| format!("cannot open {}", file.display()))?;
             let plan = SamplePlan::new(video.info(), video.index(), &options)?;
-            let prepared = crate::engine::prepare(&device, &video, &plan, threads)?;
+            let prepared = crate::engine::prepare(
+                &device,
+                &video,
+                &plan,
+                threads,
+                &reel_codec::Cancel::new(),
+            )?;
             prepared.pixels.synchronize()?;
             Ok((
                 t.elapsed(),

@@ -13,7 +13,7 @@ use crate::demux::CodecConfig;
 use crate::plan::DecodeRange;
 use crate::preprocess::{YuvImage, YuvSamples};
 use crate::stream::{Chroma, Codec};
-use crate::{Error, Result, Video};
+use crate::{Cancel, Error, Result, Video};
 
 fn init() {
     static INIT: Once = Once::new();
@@ -104,6 +104,7 @@ pub fn decode_range(
     range: &DecodeRange,
     wanted: &Wanted,
     threads: usize,
+    cancel: &Cancel,
     deliver: &mut dyn FnMut(DecodedFrame),
 ) -> Result<DecodeReport> {
     let mut decoder = open_decoder(video, threads)?;
@@ -112,6 +113,7 @@ pub fn decode_range(
     let mut frame = ff::frame::Video::empty();
     let (mut scratch, mut data) = (Vec::new(), Vec::new());
     for p in range.packets.clone() {
+        cancel.check()?;
         video.decoder_packet(p, &mut scratch, &mut data)?;
         if !wanted.wants_packet(video, p) && disposability.is_disposable(&data) {
             report.packets_skipped += 1;
