@@ -183,3 +183,30 @@ fn prepare_cpu(_: &Video, _: &SamplePlan, _: usize, _: &Cancel) -> anyhow::Resul
 pub fn threads(requested: Option<usize>) -> usize {
     requested.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
 }
+
+/// Codecs this process can decode on `device` (GPU ones decoded by NVDEC, the rest on
+/// the CPU when FFmpeg has a decoder).
+pub fn codecs(device: &Device) -> Vec<String> {
+    use reel_codec::{Chroma, Codec};
+    let all = [Codec::H264, Codec::Hevc, Codec::Vp9, Codec::Av1];
+    all.iter()
+        .filter_map(|&codec| {
+            if let Device::Cuda(gpu) = device {
+                if gpu.supports(codec, Chroma::Yuv420, 8) {
+                    return Some(format!("{codec} (nvdec)"));
+                }
+            }
+            cpu_supports(codec).then(|| format!("{codec} (cpu)"))
+        })
+        .collect()
+}
+
+#[cfg(feature = "ffmpeg")]
+fn cpu_supports(codec: reel_codec::Codec) -> bool {
+    reel_codec::decode::cpu::supports(codec)
+}
+
+#[cfg(not(feature = "ffmpeg"))]
+fn cpu_supports(_: reel_codec::Codec) -> bool {
+    false
+}

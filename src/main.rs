@@ -2,7 +2,9 @@
 
 mod cli;
 mod engine;
+mod job;
 mod output;
+mod serve;
 
 use clap::Parser;
 

@@ -1,1 +1,151 @@
 //! reel-encoder: vision towers (Qwen2.5-VL first) from Hugging Face weights.
+//!
+//! ```no_run
+//! use reel_encoder::{DType, VisionTower};
+//! # fn main() -> reel_encoder::Result<()> {
+//! let tower = VisionTower::load("Qwen2.5-VL-7B-Instruct".as_ref(), DType::BF16)?;
+//! let grid = [2, 16, 16]; // (t, h, w) in patches: 4 frames of 224x224
+//! let pixel_values = vec![0f32; 2 * 16 * 16 * tower.config().patch_dim()];
+//! let emb = tower.encode(&pixel_values, &[grid])?;
+//! assert_eq!((emb.rows, emb.hidden), (2 * 16 * 16 / 4, 3584));
+//! # Ok(()) }
+//! ```
+//!
+//! Layout of the crate, one module per stage:
+//! - [`config`]: hyper-parameters from `config.json`;
+//! - [`weights`]: memory-mapped safetensors → host arrays in the model dtype;
+//! - [`plan`]: window permutation, attention segments and 2D RoPE table for a batch;
+//! - `cpu`: the candle-core CPU backend (the reference backend);
+//! - [`init`]: random checkpoints for tests and benchmarks.
+//!
+//! `config`, `weights` and `plan` are backend-neutral so that a CUDA backend (cudarc)
+//! can reuse them.
+
+pub mod config;
+mod cpu;
+mod dtype;
+mod error;
+pub mod init;
+pub mod plan;
+pub mod weights;
+
+use std::path::Path;
+
+pub use config::VisionConfig;
+pub use dtype::DType;
+pub use error::{Error, Result};
+pub use plan::Plan;
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tower_is_send_and_sync() {
+        fn check<T: Send + Sync>() {}
+        check::<super::VisionTower>();
+        check::<super::Embeddings>();
+    }
+}
+
+/// Output of [`VisionTower::encode`]: `rows × hidden` f32, row-major.
+///
+/// Rows are the merged tokens of every grid in input order, `t*h*w/4` per grid, each
+/// grid t-major, then merged row, then merged column (the order the LLM expects).
+/// The values are f32 whatever the compute dtype: with [`DType::BF16`] each value is
+/// exactly a bf16 value widened to f32.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Embeddings {
+    /// `rows * hidden` values.
+    pub data: Vec<f32>,
+    /// Merged tokens.
+    pub rows: usize,
+    /// `out_hidden_size`.
+    pub hidden: usize,
+}
+
+impl Embeddings {
+    /// Row `i`.
+    pub fn row(&self, i: usize) -> &[f32] {
+        &self.data[i * self.hidden..(i + 1) * self.hidden]
+    }
+}
+
+enum Backend {
+    Cpu(cpu::CpuTower),
+}
+
+/// A loaded Qwen2.5-VL vision tower (CPU backend).
+pub struct VisionTower {
+    cfg: VisionConfig,
+    dtype: DType,
+    backend: Backend,
+}
+
+impl VisionTower {
+    /// Loads the vision tower of the Hugging Face model folder `dir` for the CPU, in
+    /// `dtype` (weights are converted when the checkpoint's dtype differs).
+    ///
+    /// Reads `config.json` ([`VisionConfig::from_model_dir`]) and only the vision tensors
+    /// of the safetensors files (see [`weights`]); a missing or mis-shaped tensor is an
+    /// [`Error::MissingTensor`] / [`Error::ShapeMismatch`] naming it and its expected shape.
+    pub fn load(dir: &Path, dtype: DType) -> Result<Self> {
+        let cfg = VisionConfig::from_model_dir(dir)?;
+        let w = weights::VisionWeights::load(dir, &cfg, dtype)?;
+        let backend = Backend::Cpu(cpu::CpuTower::new(cfg.clone(), dtype, w)?);
+        Ok(VisionTower {
+            cfg,
+            dtype,
+            backend,
+        })
+    }
+
+    /// The tower's hyper-parameters.
+    pub fn config(&self) -> &VisionConfig {
+        &self.cfg
+    }
+
+    /// The compute dtype.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Encodes a batch of images/videos in one pass.
+    ///
+    /// `pixel_values` is row-major `[sum(t*h*w), patch_dim]` f32 (`patch_dim` = 1176 for
+    /// Qwen2.5-VL), the rows of every grid concatenated in the order of `grids`, each in
+    /// the Qwen2.5-VL patch layout (what `Qwen2VLImageProcessor`/`VideoProcessor` emit).
+    /// `grids` are `(t, h, w)` in patches; h and w must be multiples of
+    /// spatial_merge_size. Items never attend to each other. Returns
+    /// `sum(t*h*w) / 4` rows of `out_hidden_size`.
+    ///
+    /// Threads: the fused kernels run on rayon's global pool and candle's GEMMs use
+    /// `RAYON_NUM_THREADS` threads (default: the physical cores), so set that variable (or
+    /// build the global pool) to bound the threads. `&self`: concurrent calls are allowed.
+    pub fn encode(&self, pixel_values: &[f32], grids: &[[usize; 3]]) -> Result<Embeddings> {
+        let plan = Plan::new(&self.cfg, grids)?;
+        let want = plan.patches * self.cfg.patch_dim();
+        if pixel_values.len() != want {
+            return Err(Error::InvalidInput(format!(
+                "pixel_values has {} values, the grids need {} patches x {} = {want}",
+                pixel_values.len(),
+                plan.patches,
+                self.cfg.patch_dim()
+            )));
+        }
+        let hidden = self.cfg.out_hidden_size;
+        if plan.patches == 0 {
+            return Ok(Embeddings {
+                data: Vec::new(),
+                rows: 0,
+                hidden,
+            });
+        }
+        let data = match &self.backend {
+            Backend::Cpu(t) => t.forward(pixel_values, &plan)?,
+        };
+        Ok(Embeddings {
+            rows: plan.tokens,
+            hidden,
+            data,
+        })
+    }
+}

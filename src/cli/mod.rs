@@ -1,7 +1,9 @@
 //! Command-line interface.
 
 mod bench;
+mod embed;
 mod frames;
+mod model;
 mod probe;
 mod sampling;
 
@@ -26,6 +28,15 @@ enum Command {
     /// Sample frames and preprocess them for Qwen2.5-VL into a safetensors file
     /// (pixel_values [t·h·w, 1176] f32, video_grid_thw, frame indices, timestamps).
     Frames(frames::FramesArgs),
+    /// Sample, preprocess and encode a video with a Qwen2.5-VL vision tower into a
+    /// safetensors file (embeddings, video_grid_thw, second_per_grid_ts, frame indices,
+    /// timestamps).
+    Embed(embed::EmbedArgs),
+    /// Model folders: `reel model init` writes one with random weights.
+    Model(model::ModelArgs),
+    /// Serve videos-to-embeddings over gRPC (reel.v1), with results handed over through
+    /// CUDA IPC or shared memory.
+    Serve(crate::serve::ServeArgs),
     /// Benchmarks (numbers as JSON, for bench/results/).
     Bench(bench::BenchArgs),
 }
@@ -35,6 +46,9 @@ impl Cli {
         match self.command {
             Command::Probe(args) => probe::run(args),
             Command::Frames(args) => frames::run(args),
+            Command::Embed(args) => embed::run(args),
+            Command::Model(args) => model::run(args),
+            Command::Serve(args) => crate::serve::run(args),
             Command::Bench(args) => bench::run(args),
         }
     }

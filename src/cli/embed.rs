@@ -1,0 +1,147 @@
+//! `reel embed`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Args;
+use reel_encoder::{DType, VisionTower};
+use safetensors::Dtype;
+
+use super::sampling::SamplingArgs;
+use crate::job::{self, Input, Want};
+use crate::output::{f64_bytes, i64_bytes, write_safetensors, Tensor};
+
+#[derive(Debug, Args)]
+pub struct EmbedArgs {
+    /// Video file (MP4/MOV, MKV/WebM, or raw .h264/.hevc).
+    pub file: PathBuf,
+    /// A Hugging Face Qwen2.5-VL model folder (config.json + safetensors); only the
+    /// vision tower is loaded.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Output safetensors file.
+    #[arg(long, short)]
+    pub output: PathBuf,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// Precision of the vision tower: f32, bf16 or f16.
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// Where to decode and preprocess: auto, cpu, cuda, cuda:N.
+    #[arg(long, default_value = "auto")]
+    pub device: crate::engine::DeviceChoice,
+    /// CPU worker threads [default: all cores].
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
+    let threads = crate::engine::threads(args.threads);
+    let device = crate::engine::Device::select(args.device)?;
+    let t_load = Instant::now();
+    let dtype = DType::from_name(&args.dtype)?;
+    let tower = VisionTower::load(&args.model, dtype)
+        .with_context(|| format!("cannot load {}", args.model.display()))?;
+    let load = t_load.elapsed().as_secs_f64();
+    let t0 = Instant::now();
+    let outcome = job::run(
+        &device,
+        Input::Path(args.file.clone()),
+        &args.sampling.options(),
+        &Want::Embeddings(Arc::new(tower)),
+        threads,
+        &reel_codec::Cancel::new(),
+    )?;
+    let [rows, hidden] = outcome.tensor.shape();
+    let plan = &outcome.plan;
+    let t_write = Instant::now();
+    let embeddings = outcome.tensor.into_host_f32()?;
+    let frame_indices: Vec<i64> = plan.frames.iter().map(|&f| f as i64).collect();
+    let (grid_bytes, index_bytes, time_bytes, spg_bytes) = (
+        i64_bytes(&plan.grid_thw.map(|v| v as i64)),
+        i64_bytes(&frame_indices),
+        f64_bytes(&plan.timestamps),
+        f64_bytes(&[plan.second_per_grid_t]),
+    );
+    let tensors = [
+        Tensor::f32("embeddings", vec![rows, hidden], &embeddings),
+        Tensor::new("video_grid_thw", Dtype::I64, vec![1, 3], &grid_bytes),
+        Tensor::new("second_per_grid_ts", Dtype::F64, vec![1], &spg_bytes),
+        Tensor::new(
+            "frame_indices",
+            Dtype::I64,
+            vec![frame_indices.len()],
+            &index_bytes,
+        ),
+        Tensor::new(
+            "timestamps",
+            Dtype::F64,
+            vec![plan.timestamps.len()],
+            &time_bytes,
+        ),
+    ];
+    let json = |v: serde_json::Value| v.to_string();
+    let metadata = HashMap::from([
+        ("format".into(), "reel.embeddings.v1".into()),
+        ("reel_version".into(), env!("CARGO_PKG_VERSION").into()),
+        ("source".into(), args.file.display().to_string()),
+        ("model".into(), args.model.display().to_string()),
+        ("dtype".into(), args.dtype.clone()),
+        (
+            "video_grid_thw".into(),
+            json(serde_json::json!([plan.grid_thw])),
+        ),
+        (
+            "second_per_grid_ts".into(),
+            json(serde_json::json!([plan.second_per_grid_t])),
+        ),
+        ("frame_indices".into(), json(serde_json::json!(plan.frames))),
+        (
+            "timestamps".into(),
+            json(serde_json::json!(plan.timestamps)),
+        ),
+        (
+            "stream".into(),
+            json(serde_json::to_value(&outcome.stream).unwrap_or_default()),
+        ),
+    ]);
+    write_safetensors(&args.output, &tensors, metadata)?;
+    let write = t_write.elapsed().as_secs_f64();
+    let t = outcome.timings;
+    let summary = serde_json::json!({
+        "output": args.output,
+        "tokens": rows,
+        "shape": [rows, hidden],
+        "video_grid_thw": plan.grid_thw,
+        "frames": plan.frames.len(),
+        "device": outcome.decoded_on,
+        "packets_decoded": outcome.report.packets_decoded,
+        "seconds": { "model_load": load, "demux": t.demux, "decode_preprocess": t.decode_preprocess, "encode": t.encode, "write": write, "total": t0.elapsed().as_secs_f64() },
+    });
+    if args.json {
+        crate::output::print(serde_json::to_string_pretty(&summary)?);
+    } else {
+        crate::output::print(format_args!(
+            "{}: {} tokens × {} ({} frames, grid {:?}, decoded on {}); demux {:.3} s, decode+preprocess {:.3} s, \
+             encode {:.3} s, write {:.3} s (model load {:.3} s)",
+            args.output.display(),
+            rows,
+            hidden,
+            plan.frames.len(),
+            plan.grid_thw,
+            outcome.decoded_on,
+            t.demux,
+            t.decode_preprocess,
+            t.encode,
+            write,
+            load
+        ));
+    }
+    Ok(())
+}

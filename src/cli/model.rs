@@ -1,0 +1,58 @@
+//! `reel model`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use reel_encoder::init::{write_random, Arch};
+use reel_encoder::DType;
+
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    #[command(subcommand)]
+    command: ModelCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum ModelCommand {
+    /// Write a Hugging Face-compatible model folder (config.json + model.safetensors)
+    /// with random vision-tower weights, for tests and benchmarks on any machine.
+    Init(InitArgs),
+}
+
+#[derive(Debug, Args)]
+struct InitArgs {
+    /// Architecture: qwen2.5-vl-3b, qwen2.5-vl-7b, qwen2.5-vl-32b, qwen2.5-vl-72b or tiny.
+    #[arg(long)]
+    arch: String,
+    /// Random weights (the only kind reel writes; required to say so).
+    #[arg(long, required = true)]
+    random: bool,
+    /// Seed of the random weights.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Weight dtype: f32, bf16 or f16.
+    #[arg(long, default_value = "bf16")]
+    dtype: String,
+    /// Output folder.
+    #[arg(long, short)]
+    output: PathBuf,
+}
+
+pub fn run(args: ModelArgs) -> anyhow::Result<()> {
+    match args.command {
+        ModelCommand::Init(a) => {
+            let arch = Arch::from_name(&a.arch)?;
+            let t = std::time::Instant::now();
+            write_random(arch, a.seed, DType::from_name(&a.dtype)?, &a.output)?;
+            crate::output::print(format_args!(
+                "{}: random {} vision tower (seed {}, {}) in {:.1} s",
+                a.output.display(),
+                arch.name(),
+                a.seed,
+                a.dtype,
+                t.elapsed().as_secs_f64()
+            ));
+            Ok(())
+        }
+    }
+}
