@@ -94,6 +94,23 @@ impl Gpu {
         &self.pool
     }
 
+    /// NVDEC engines on this GPU.
+    pub fn engines(&self) -> u32 {
+        self.ctx.bind_to_thread().ok();
+        self.pool
+            .caps(crate::Codec::H264, crate::Chroma::Yuv420, 8)
+            .map_or(0, |c| c.engines)
+    }
+
+    /// Whether NVDEC decodes `codec` at this chroma format and bit depth.
+    pub fn supports(&self, codec: crate::Codec, chroma: crate::Chroma, bit_depth: u8) -> bool {
+        self.ctx.bind_to_thread().is_ok()
+            && self
+                .pool
+                .caps(codec, chroma, bit_depth)
+                .is_ok_and(|c| c.supported)
+    }
+
     /// Checks that NVDEC can decode a stream.
     pub fn check_stream(&self, info: &StreamInfo) -> Result<DecoderCaps> {
         self.ctx.bind_to_thread().map_err(driver)?;
