@@ -15,3 +15,9 @@ $reel probe "$clip"
 echo
 echo "== reel frames $clip (2 fps sampling, Qwen2.5-VL preprocessing)"
 $reel frames "$clip" -o "$out/frames.safetensors"
+echo
+# The bundled tiny random Qwen2.5-VL vision tower; pass MODEL=path/to/Qwen2.5-VL-7B-Instruct
+# (a Hugging Face folder) for real embeddings.
+model=${MODEL:-tests/data/tiny-qwen2.5-vl}
+echo "== reel embed $clip --model $model"
+$reel embed "$clip" --model "$model" -o "$out/embeddings.safetensors"

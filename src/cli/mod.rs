@@ -6,6 +6,7 @@ mod frames;
 mod model;
 mod probe;
 mod sampling;
+mod transcode;
 
 use clap::{Parser, Subcommand};
 
@@ -32,6 +33,10 @@ enum Command {
     /// safetensors file (embeddings, video_grid_thw, second_per_grid_ts, frame indices,
     /// timestamps).
     Embed(embed::EmbedArgs),
+    /// Turn many videos into safetensors shards of frames and/or embeddings with a JSONL
+    /// manifest; resumable, parallel, shardable (`--shard i/N`). Exit code 2 when some
+    /// videos failed (they are listed in the manifest).
+    Transcode(transcode::TranscodeArgs),
     /// Model folders: `reel model init` writes one with random weights.
     Model(model::ModelArgs),
     /// Serve videos-to-embeddings over gRPC (reel.v1), with results handed over through
@@ -48,6 +53,7 @@ impl Cli {
             Command::Frames(args) => frames::run(args),
             Command::Embed(args) => embed::run(args),
             Command::Model(args) => model::run(args),
+            Command::Transcode(args) => transcode::run(args),
             Command::Serve(args) => crate::serve::run(args),
             Command::Bench(args) => bench::run(args),
         }

@@ -1,0 +1,219 @@
+//! The `reel` binary end to end on the CPU: probe, frames, embed, transcode.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use safetensors::SafeTensors;
+use serde_json::Value;
+
+fn reel() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_reel"))
+}
+
+fn data(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(rel)
+}
+
+fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("reel runs");
+    assert!(
+        out.status.success(),
+        "{:?} failed: {}",
+        cmd,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn f32s(bytes: &[u8]) -> Vec<f32> {
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+        .collect()
+}
+
+#[test]
+fn probe_prints_json_stream_info() {
+    let out = run_ok(
+        reel()
+            .args(["probe", "--json"])
+            .arg(data("video/h264_rotated.mp4")),
+    );
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["stream"]["codec"], "h264");
+    assert_eq!(v["stream"]["frame_count"], 30);
+    assert_eq!(v["stream"]["rotation"], "270");
+    let err = reel()
+        .args(["probe"])
+        .arg(data("video/random.bin"))
+        .output()
+        .unwrap();
+    assert!(!err.status.success());
+    assert!(String::from_utf8_lossy(&err.stderr).contains("unrecognized container"));
+}
+
+#[test]
+fn embed_writes_embeddings_with_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("e.safetensors");
+    run_ok(
+        reel()
+            .args(["embed", "--device", "cpu", "--model"])
+            .arg(data("tiny-qwen2.5-vl"))
+            .arg(data("video/hevc_main.mp4"))
+            .arg("-o")
+            .arg(&out),
+    );
+    let bytes = std::fs::read(&out).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let grid: Vec<i64> = st
+        .tensor("video_grid_thw")
+        .unwrap()
+        .data()
+        .chunks_exact(8)
+        .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    let emb = st.tensor("embeddings").unwrap();
+    assert_eq!(
+        emb.shape(),
+        [(grid[0] * grid[1] * grid[2] / 4) as usize, 96]
+    );
+    assert!(f32s(emb.data()).iter().all(|v| v.is_finite()));
+}
+
+#[test]
+fn transcode_shards_agree_with_the_manifest_and_with_frames() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = dir.path().join("in");
+    std::fs::create_dir(&inputs).unwrap();
+    for f in [
+        "h264_main_bframes.mp4",
+        "vp9.webm",
+        "hevc.hevc",
+        "empty.mp4",
+    ] {
+        std::fs::copy(data(&format!("video/{f}")), inputs.join(f)).unwrap();
+    }
+    let out = dir.path().join("out");
+    let status = reel()
+        .args([
+            "transcode",
+            "--device",
+            "cpu",
+            "--quiet",
+            "--shard-size",
+            "3MiB",
+            "-o",
+        ])
+        .arg(&out)
+        .arg(&inputs)
+        .status()
+        .unwrap();
+    assert_eq!(
+        status.code(),
+        Some(2),
+        "a failed video must make the exit code say so"
+    );
+    let rows: Vec<Value> = std::fs::read_to_string(out.join("manifest.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 4);
+    assert_eq!(rows.iter().filter(|r| r["status"] == "error").count(), 1);
+    for row in rows.iter().filter(|r| r["status"] == "ok") {
+        let shard = std::fs::read(out.join(row["shard"].as_str().unwrap())).unwrap();
+        let st = SafeTensors::deserialize(&shard).unwrap();
+        let pv = st
+            .tensor(row["tensors"]["pixel_values"].as_str().unwrap())
+            .unwrap();
+        let grid = &row["video_grid_thw"];
+        let rows_expected = (0..3).map(|i| grid[i].as_u64().unwrap()).product::<u64>() as usize;
+        assert_eq!(pv.shape(), [rows_expected, 1176]);
+        // The same video through `reel frames`.
+        let single = dir.path().join("single.safetensors");
+        run_ok(
+            reel()
+                .args(["frames", "--device", "cpu"])
+                .arg(row["source"].as_str().unwrap())
+                .arg("-o")
+                .arg(&single),
+        );
+        let single = std::fs::read(&single).unwrap();
+        let st1 = SafeTensors::deserialize(&single).unwrap();
+        assert_eq!(
+            st1.tensor("pixel_values").unwrap().data(),
+            pv.data(),
+            "{}",
+            row["source"]
+        );
+    }
+    // A rerun skips what is done and writes no new rows for it.
+    let again = reel()
+        .args(["transcode", "--device", "cpu", "--json", "-o"])
+        .arg(&out)
+        .arg(&inputs)
+        .output()
+        .unwrap();
+    let summary: Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(summary["skipped"], 3);
+    assert_eq!(summary["ok"], 0);
+}
+
+#[test]
+fn transcode_shards_cover_the_inputs_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let videos = data("video");
+    let mut sources = Vec::new();
+    for i in 0..3 {
+        let out = dir.path().join(format!("o{i}"));
+        let o = reel()
+            .args([
+                "transcode",
+                "--device",
+                "cpu",
+                "--json",
+                "--shard",
+                &format!("{i}/3"),
+                "--what",
+                "frames",
+                "--min-pixels",
+                "3136",
+                "--max-pixels",
+                "20000",
+                "-o",
+            ])
+            .arg(&out)
+            .arg(&videos)
+            .output()
+            .unwrap();
+        let summary: Value = serde_json::from_slice(&o.stdout).unwrap();
+        let manifest =
+            std::fs::read_to_string(out.join(format!("manifest-{i:05}-of-00003.jsonl"))).unwrap();
+        for line in manifest.lines() {
+            let row: Value = serde_json::from_str(line).unwrap();
+            sources.push(row["source"].as_str().unwrap().to_string());
+        }
+        assert_eq!(
+            summary["videos"].as_u64().unwrap() as usize,
+            manifest.lines().count()
+        );
+    }
+    let total = sources.len();
+    sources.sort();
+    sources.dedup();
+    assert_eq!(sources.len(), total, "a video was taken by two shards");
+    let all = std::fs::read_dir(&videos)
+        .unwrap()
+        .filter(|e| {
+            let p = e.as_ref().unwrap().path();
+            matches!(
+                p.extension().and_then(|x| x.to_str()),
+                Some("mp4" | "mkv" | "webm" | "h264" | "hevc")
+            )
+        })
+        .count();
+    assert_eq!(total, all, "shards missed videos");
+}
