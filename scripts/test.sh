@@ -18,3 +18,8 @@ export LD_LIBRARY_PATH="$nvrtc_lib:${LD_LIBRARY_PATH:-}"
 export REEL_REQUIRE_NVRTC=1
 
 cargo test --workspace --all-targets
+
+# The Python plugin (clients/python) against a real `reel serve` on the CPU: shared
+# memory and inline results, errors, leases, backpressure, the HF generate proof when
+# torch is importable (see clients/python/README.md).
+REEL_BIN="$PWD/target/debug/reel" clients/python/run_tests.sh -q

@@ -210,3 +210,31 @@ fn cpu_supports(codec: reel_codec::Codec) -> bool {
 fn cpu_supports(_: reel_codec::Codec) -> bool {
     false
 }
+
+/// Loads a vision tower where `device` computes: on its GPU (bf16 unless `dtype` says
+/// f32) or on the CPU (f32 unless `dtype` says otherwise).
+pub fn load_tower(
+    dir: &std::path::Path,
+    dtype: &str,
+    device: &Device,
+) -> anyhow::Result<reel_encoder::VisionTower> {
+    use reel_encoder::{DType, VisionTower};
+    Ok(match device {
+        Device::Cuda(gpu) => {
+            let dtype = if dtype == "auto" {
+                DType::BF16
+            } else {
+                DType::from_name(dtype)?
+            };
+            VisionTower::load_cuda(dir, dtype, gpu.context().clone())?
+        }
+        Device::Cpu => {
+            let dtype = if dtype == "auto" {
+                DType::F32
+            } else {
+                DType::from_name(dtype)?
+            };
+            VisionTower::load(dir, dtype)?
+        }
+    })
+}

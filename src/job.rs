@@ -34,18 +34,21 @@ pub enum Want {
 pub enum Tensor {
     /// Row-major f32 values in host memory.
     Host { data: Vec<f32>, shape: [usize; 2] },
-    /// Pixel values in GPU memory (f32).
-    Device(reel_codec::gpu::GpuPrepared),
+    /// Pixel values in GPU memory.
+    DevicePixels(reel_codec::gpu::GpuPrepared),
+    /// Embeddings in GPU memory, in the model's dtype.
+    DeviceEmbeddings(reel_encoder::cuda::DeviceEmbeddings),
 }
 
 impl Tensor {
     pub fn shape(&self) -> [usize; 2] {
         match self {
             Tensor::Host { shape, .. } => *shape,
-            Tensor::Device(p) => [
+            Tensor::DevicePixels(p) => [
                 p.grid_thw.iter().product(),
                 reel_codec::preprocess::PATCH_DIM,
             ],
+            Tensor::DeviceEmbeddings(e) => [e.rows, e.hidden],
         }
     }
 
@@ -53,7 +56,8 @@ impl Tensor {
     pub fn into_host_f32(self) -> anyhow::Result<Vec<f32>> {
         Ok(match self {
             Tensor::Host { data, .. } => data,
-            Tensor::Device(p) => p.to_host_f32()?,
+            Tensor::DevicePixels(p) => p.to_host_f32()?,
+            Tensor::DeviceEmbeddings(e) => e.to_host_f32()?,
         })
     }
 }
@@ -105,11 +109,20 @@ pub fn run(
     let decode_preprocess = t1.elapsed().as_secs_f64();
     let t2 = Instant::now();
     let tensor = match (want, frames.pixels) {
-        (Want::Frames, Pixels::Device(p)) => Tensor::Device(p),
+        (Want::Frames, Pixels::Device(p)) => Tensor::DevicePixels(p),
         (Want::Frames, Pixels::Host(v)) => Tensor::Host {
             shape: [v.rows(), reel_codec::preprocess::PATCH_DIM],
             data: v.data,
         },
+        (Want::Embeddings(tower), Pixels::Device(p)) if tower.is_cuda() => {
+            cancel.check()?;
+            let (ptr, _sync) = cudarc::driver::DevicePtr::device_ptr(&p.buffer, p.buffer.stream());
+            let input = match p.dtype {
+                reel_codec::gpu::PixelDtype::F32 => reel_encoder::cuda::InputDtype::F32,
+                reel_codec::gpu::PixelDtype::Bf16 => reel_encoder::cuda::InputDtype::Bf16,
+            };
+            Tensor::DeviceEmbeddings(tower.encode_device(ptr, input, &[p.grid_thw])?)
+        }
         (Want::Embeddings(tower), pixels) => {
             cancel.check()?;
             let values = pixels.into_host()?;

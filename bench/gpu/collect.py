@@ -72,6 +72,37 @@ def main():
                "sampling": "2 fps, qwen-vl-utils indices and pixel budget (grid (30, 40, 72))", "clips": rows}
         json.dump(doc, open(f"bench/results/gpu_frames_{stamp}.json", "w"), indent=2)
 
+    reel, peer = load(folder, "reel-encode.json"), load(folder, "peer-encode.json")
+    if reel and peer:
+        # MFU against the higher of the two measured bf16 GEMM peaks (conservative).
+        peak = max(reel["gemm_peak_tflops"] or 0, peer["torch_matmul_peak_tflops"])
+        rows = []
+        for r, p in zip(reel["batches"], peer["batches"]):
+            row = {"batch": r["batch"], "patches": r["patches"], "flops": r["flops"],
+                   "reel": {k: r[k] for k in ("latency_s", "patches_per_s", "tflops", "peak_activation_bytes",
+                                              "activation_bytes_per_patch")},
+                   "hf": {k: p[k] for k in ("latency_s", "patches_per_s", "peak_activation_bytes",
+                                            "activation_bytes_per_patch")},
+                   "speedup": r["patches_per_s"] / p["patches_per_s"],
+                   "reel_mfu": r["tflops"] / peak,
+                   "hf_mfu": r["flops"] / p["latency_s"]["median"] / 1e12 / peak,
+                   "max_rel_diff_reel_vs_hf_bf16": p.get("reel_max_rel_diff")}
+            for k in ("hf_bf16_vs_hf_f32", "reel_bf16_vs_hf_f32", "reel_f32_vs_hf_f32"):
+                if k in p:
+                    row[k] = p[k]
+            rows.append(row)
+            print(f"encoder {r['batch']}: reel {r['patches_per_s']:.0f} vs HF {p['patches_per_s']:.0f} patches/s = "
+                  f"{row['speedup']:.2f}x, MFU {100 * row['reel_mfu']:.1f}% (HF {100 * row['hf_mfu']:.1f}%)")
+        doc = {"benchmark": "encoder_gpu", "commit": commit, "device": device,
+               "command": "ONLY=encoder bash bench/gpu/run.sh (reel bench encode; bench/encoder/bench_gpu.py)",
+               "model": "Qwen2.5-VL-7B vision tower, random weights (reel model init --arch qwen2.5-vl-7b --random --seed 0), bf16",
+               "peer": peer["reference"],
+               "gemm_peak_tflops": {"cublaslt_8192": reel["gemm_peak_tflops"], "torch_matmul_8192": peer["torch_matmul_peak_tflops"],
+                                    "used_for_mfu": peak},
+               "flops": "2*linear MACs (patch embed, 32 blocks, merger) + 4*head_dim*heads per attention pair",
+               "batches": rows}
+        json.dump(doc, open(f"bench/results/encoder_gpu_{stamp}.json", "w"), indent=2)
+
 
 if __name__ == "__main__":
     main()

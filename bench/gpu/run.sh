@@ -23,7 +23,7 @@ for i in $(seq 50); do cat .carry/clips/seg_h264.h264; done > "$clips/h264_5min.
 h264=$clips/h264_30s.h264; hevc=$clips/hevc_30s.hevc
 
 step() { echo "== $1: rc=$2" | tee -a "$OUT/steps.txt"; }
-# Steps to run (comma-separated): tests, decode, frames.
+# Steps to run (comma-separated): tests, decode, frames, encoder, client.
 ONLY=${ONLY:-tests,decode,frames}
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
 
@@ -57,5 +57,28 @@ timeout 300 python3 bench/gpu/peer_pynvc.py pipeline "$h264" "$hevc" --iteration
 step peer-frames $?
 fi
 
-grep -E "^test |test result|bit-identical|max abs diff|sessions:|Unsupported|reported" "$log" | tail -60
+# 5. The CUDA vision tower: parity tests, then the 7B tower against HF transformers (sdpa,
+#    bf16) on the same seeded inputs, and reel's embeddings checked against HF's.
+if want encoder; then
+REEL_REQUIRE_GPU=1 REEL_REPO=$PWD timeout 300 "$BIN/encoder-cuda-tests" --test-threads=1 --nocapture >> "$log" 2>&1
+step encoder-cuda-tests $?
+model=/tmp/reel-qwen2.5-vl-7b
+[ -f "$model/model.safetensors" ] || "$BIN/reel" model init --arch qwen2.5-vl-7b --random --seed 0 -o "$model" >> "$OUT/steps.txt" 2>&1
+timeout 300 "$BIN/reel" bench encode --model "$model" --device cuda --save /tmp/reel-encode-out ${ENCODE_BATCHES:-} > "$OUT/reel-encode.json" 2>> "$OUT/steps.txt"
+step reel-encode $?
+timeout 400 python3 bench/encoder/bench_gpu.py --model "$model" --reel-out /tmp/reel-encode-out ${ENCODE_BATCHES:-} > "$OUT/peer-encode.json" 2>> "$OUT/steps.txt"
+step peer-encode $?
+fi
+
+# 6. The Python plugin against a GPU server: CUDA IPC zero-copy, and the HF generate proof
+#    with reel's embeddings handed over through CUDA IPC.
+if want client; then
+python3 -m pip install -q --no-deps --no-build-isolation -e clients/python >> "$log" 2>&1
+REEL_BIN=$PWD/$BIN/reel REEL_TEST_CUDA=1 REEL_TEST_PYTHON=python3 REEL_TEST_DATA=$PWD/tests/data/video \
+  timeout 400 bash clients/python/run_tests.sh -v tests/test_cuda_ipc.py tests/test_hf_e2e.py > "$OUT/client-tests.log" 2>&1
+step client-tests $?
+tail -25 "$OUT/client-tests.log"
+fi
+
+grep -E "^test |test result|CUDA vs CPU|worst|max rel|bit-identical|max abs diff|sessions:|Unsupported|reported" "$log" | tail -60
 cat "$OUT/steps.txt" | tail -30

@@ -19,19 +19,6 @@ use std::time::Instant;
 use reel_encoder::init::{write_random, Arch};
 use reel_encoder::{DType, VisionTower};
 
-fn pixel_values(seed: u64, n: usize) -> Vec<f32> {
-    let base = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    (0..n as u64)
-        .map(|i| {
-            let mut z = base.wrapping_add(i);
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            (z >> 40) as f32 * (1.0 / 4_194_304.0) - 2.0
-        })
-        .collect()
-}
-
 fn parse_grids(s: &str) -> anyhow::Result<Vec<[usize; 3]>> {
     s.split(';')
         .map(|g| {
@@ -102,7 +89,7 @@ fn main() -> anyhow::Result<()> {
     let pd = tower.config().patch_dim();
     for grids in &batches {
         let patches: usize = grids.iter().map(|g| g.iter().product::<usize>()).sum();
-        let pv = pixel_values(7, patches * pd);
+        let pv = reel_encoder::init::seeded_pixels(7, patches, pd);
         for _ in 0..warmup {
             tower.encode(&pv, grids)?;
         }

@@ -5,6 +5,9 @@ use std::path::PathBuf;
 /// Everything that can go wrong while loading a vision tower or encoding with it.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The CUDA backend failed (driver, cuBLASLt, kernel compilation or launch).
+    #[error("CUDA: {0}")]
+    Cuda(String),
     /// A file could not be read, mapped or written.
     #[error("{path}: {source}")]
     Io {

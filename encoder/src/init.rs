@@ -331,6 +331,23 @@ fn fill<T: Elem>(n: usize, kind: Fill, seed: u64, tensor: u64) -> Vec<u8> {
     out
 }
 
+/// Seeded pseudo-random pixel values in [-2, 2), `rows × cols`, the inputs of the encoder
+/// goldens and benchmarks. The same generator is written in Python
+/// (tests/golden/encoder/make_encoder_golden.py) so both sides encode identical inputs:
+/// value(i) = (splitmix64(seed · 0x9E3779B97F4A7C15 + i) >> 40) · 2⁻²² − 2.
+pub fn seeded_pixels(seed: u64, rows: usize, cols: usize) -> Vec<f32> {
+    let base = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (0..(rows * cols) as u64)
+        .map(|i| {
+            let mut z = base.wrapping_add(i);
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            (z >> 40) as f32 * (1.0 / 4_194_304.0) - 2.0
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,6 +23,7 @@
 
 pub mod config;
 mod cpu;
+pub mod cuda;
 mod dtype;
 mod error;
 pub mod init;
@@ -70,7 +71,8 @@ impl Embeddings {
 }
 
 enum Backend {
-    Cpu(cpu::CpuTower),
+    Cpu(Box<cpu::CpuTower>),
+    Cuda(Box<cuda::CudaTower>),
 }
 
 /// A loaded Qwen2.5-VL vision tower (CPU backend).
@@ -90,12 +92,55 @@ impl VisionTower {
     pub fn load(dir: &Path, dtype: DType) -> Result<Self> {
         let cfg = VisionConfig::from_model_dir(dir)?;
         let w = weights::VisionWeights::load(dir, &cfg, dtype)?;
-        let backend = Backend::Cpu(cpu::CpuTower::new(cfg.clone(), dtype, w)?);
+        let backend = Backend::Cpu(Box::new(cpu::CpuTower::new(cfg.clone(), dtype, w)?));
         Ok(VisionTower {
             cfg,
             dtype,
             backend,
         })
+    }
+
+    /// Loads the vision tower onto a GPU (f32 or bf16): cuBLASLt GEMMs and reel's CUDA
+    /// kernels. Encodes host pixel values with [`VisionTower::encode`] or device pixel
+    /// values with [`VisionTower::encode_device`].
+    pub fn load_cuda(
+        dir: &Path,
+        dtype: DType,
+        ctx: std::sync::Arc<cudarc::driver::CudaContext>,
+    ) -> Result<Self> {
+        let cfg = VisionConfig::from_model_dir(dir)?;
+        let w = weights::VisionWeights::load(dir, &cfg, dtype)?;
+        let backend = Backend::Cuda(Box::new(cuda::CudaTower::new(cfg.clone(), dtype, w, ctx)?));
+        Ok(VisionTower {
+            cfg,
+            dtype,
+            backend,
+        })
+    }
+
+    /// True for a GPU tower.
+    pub fn is_cuda(&self) -> bool {
+        matches!(self.backend, Backend::Cuda(_))
+    }
+
+    /// Encodes pixel values that are already in GPU memory (`[sum(t*h*w), patch_dim]` of
+    /// `dtype` at device address `pixels`) on a GPU tower; the embeddings stay on the GPU.
+    pub fn encode_device(
+        &self,
+        pixels: u64,
+        dtype: cuda::InputDtype,
+        grids: &[[usize; 3]],
+    ) -> Result<cuda::DeviceEmbeddings> {
+        let Backend::Cuda(tower) = &self.backend else {
+            return Err(Error::InvalidInput(
+                "encode_device needs a tower loaded with load_cuda".into(),
+            ));
+        };
+        let plan = Plan::new(&self.cfg, grids)?;
+        if plan.patches == 0 {
+            return Err(Error::InvalidInput("no patches to encode".into()));
+        }
+        tower.forward(pixels, dtype, &plan)
     }
 
     /// The tower's hyper-parameters.
@@ -141,6 +186,7 @@ impl VisionTower {
         }
         let data = match &self.backend {
             Backend::Cpu(t) => t.forward(pixel_values, &plan)?,
+            Backend::Cuda(t) => t.forward_host(pixel_values, &plan)?,
         };
         Ok(Embeddings {
             rows: plan.tokens,

@@ -141,6 +141,26 @@ impl Plan {
     pub fn rope_table(&self, cfg: &VisionConfig) -> RopeTable {
         RopeTable::new(cfg, &self.positions(cfg))
     }
+
+    /// Floating-point operations of one forward pass: 2 per multiply-add of every linear
+    /// layer (patch embedding, attention, MLP, merger) plus the attention products
+    /// (`QKᵀ` and `PV`: 4·head_dim per query-key pair per head, over the window segments
+    /// for windowed blocks and the per-slice segments for full-attention blocks).
+    pub fn flops(&self, cfg: &VisionConfig) -> f64 {
+        let (p, t) = (self.patches as f64, self.tokens as f64);
+        let (hid, inter) = (cfg.hidden_size as f64, cfg.intermediate_size as f64);
+        let wide = hid * self.merge_unit as f64;
+        let per_block = hid * 3.0 * hid + hid * hid + 3.0 * hid * inter;
+        let pairs =
+            |cu: &[usize]| -> f64 { cu.windows(2).map(|w| ((w[1] - w[0]) as f64).powi(2)).sum() };
+        let (full, window) = (pairs(&self.cu_seqlens), pairs(&self.cu_window_seqlens));
+        let full_blocks = (0..cfg.depth).filter(|&i| cfg.is_full_attention(i)).count() as f64;
+        let window_blocks = cfg.depth as f64 - full_blocks;
+        let linear = p * (cfg.patch_dim() as f64 * hid + cfg.depth as f64 * per_block)
+            + t * (wide * wide + wide * cfg.out_hidden_size as f64);
+        let attention = 4.0 * hid * (full_blocks * full + window_blocks * window);
+        2.0 * linear + attention
+    }
 }
 
 /// cos/sin of the 2D rotary embedding, float32, `[rows, head_dim / 2]` each.

@@ -12,77 +12,11 @@ mod common;
 use common::*;
 use reel_encoder::init::Arch;
 use reel_encoder::{DType, VisionConfig, VisionTower};
-use sha2::{Digest, Sha256};
 
-struct Case {
-    name: String,
-    grids: Vec<[usize; 3]>,
-    seed: u64,
-    rows: usize,
-    sha: String,
-}
-
-fn cases() -> Vec<Case> {
-    let bytes = std::fs::read(golden_path()).unwrap();
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-    let meta: serde_json::Value =
-        serde_json::from_str(&meta.metadata().as_ref().unwrap()["golden"]).unwrap();
-    assert_eq!(meta["attn_implementation"], "sdpa");
-    meta["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| Case {
-            name: c["name"].as_str().unwrap().to_string(),
-            grids: serde_json::from_value(c["grids"].clone()).unwrap(),
-            seed: c["input_seed"].as_u64().unwrap(),
-            rows: c["input_rows"].as_u64().unwrap() as usize,
-            sha: c["input_sha256"].as_str().unwrap().to_string(),
-        })
-        .collect()
-}
-
-/// Runs every golden case in `dtype` against the reference `which` ("f32" or "bf16").
+/// Runs every golden case in `dtype` on the CPU against the reference `which`.
 fn parity(dtype: DType, which: &str, bound: f64) {
     let tower = VisionTower::load(&tiny_dir(), dtype).unwrap();
-    let golden = read_all(&golden_path());
-    let cases = cases();
-    assert_eq!(cases.len(), 6);
-    let mut worst = 0f64;
-    println!("tiny Qwen2.5-VL tower, reel {dtype} vs HF {which} (max|d| / max|ref|):");
-    for c in &cases {
-        let pv = pixel_values(c.seed, c.rows, 1176);
-        let bytes: Vec<u8> = pv.iter().flat_map(|v| v.to_le_bytes()).collect();
-        let sha: String = Sha256::digest(&bytes)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        assert_eq!(
-            sha, c.sha,
-            "{}: input generator differs from the Python one",
-            c.name
-        );
-        let reference = f32s(&golden[&format!("{}.{which}", c.name)]);
-        let emb = tower.encode(&pv, &c.grids).unwrap();
-        assert_eq!(emb.rows, c.rows / 4);
-        assert_eq!(emb.hidden, 96);
-        assert_eq!(emb.data.len(), reference.len());
-        let err = rel_err(&emb.data, &reference);
-        let mean_abs = emb
-            .data
-            .iter()
-            .zip(&reference)
-            .map(|(a, b)| (a - b).abs() as f64)
-            .sum::<f64>()
-            / reference.len() as f64;
-        println!(
-            "  {:<22} grids {:?}: max rel {err:.3e}  mean abs {mean_abs:.3e}",
-            c.name, c.grids
-        );
-        worst = worst.max(err);
-    }
-    println!("  worst {worst:.3e} (bound {bound:.0e})");
-    assert!(worst <= bound, "{dtype} parity {worst:.3e} > {bound:.0e}");
+    golden_parity(&tower, which, bound);
 }
 
 #[test]
@@ -131,4 +65,13 @@ fn batch_equals_separate_items() {
         off += n;
     }
     assert_eq!(off, batch.data.len());
+}
+
+/// Every temporal slice of a video is encoded independently (full attention is per slice,
+/// windows never cross slices, RoPE is spatial): encoding slice by slice, as a streaming
+/// encoder does, gives the rows of encoding the whole video at once.
+#[test]
+fn slices_encode_independently() {
+    let tower = VisionTower::load(&tiny_dir(), DType::F32).unwrap();
+    assert_slices_independent(&tower);
 }

@@ -22,11 +22,18 @@ pub struct Source {
 }
 
 /// Every kernel source reel ships.
-pub const SOURCES: &[Source] = &[Source {
-    name: "preprocess",
-    code: include_str!("../preprocess.cu"),
-    fmad: false,
-}];
+pub const SOURCES: &[Source] = &[
+    Source {
+        name: "preprocess",
+        code: include_str!("../preprocess.cu"),
+        fmad: false,
+    },
+    Source {
+        name: "vision",
+        code: include_str!("../vision.cu"),
+        fmad: true,
+    },
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

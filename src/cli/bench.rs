@@ -23,6 +23,32 @@ enum BenchCommand {
     /// NVDEC decode throughput: every frame decoded into device memory by N concurrent
     /// sessions (N copies of the clip), after a warm-up. Prints JSON.
     Decode(DecodeBench),
+    /// Vision-tower throughput (patches/s, TFLOP/s, MFU against a bf16 GEMM peak measured
+    /// in the same run) and peak activation memory, on seeded pixel values. Prints JSON.
+    Encode(EncodeBench),
+}
+
+#[derive(Debug, Args)]
+struct EncodeBench {
+    /// Hugging Face model folder (e.g. from `reel model init --random`).
+    #[arg(long)]
+    model: PathBuf,
+    /// A batch to time, repeatable: grids `TxHxW` joined by `+`; `N*TxHxW` repeats one.
+    /// Default: 30x32x32, 1x74x136, 150x16x16 and 8*30x32x32.
+    #[arg(long = "batch")]
+    batches: Vec<String>,
+    /// Compute dtype: auto (bf16 on a GPU, f32 on the CPU), f32, bf16, f16.
+    #[arg(long, default_value = "auto")]
+    dtype: String,
+    /// Where to run: auto, cpu, cuda, cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: crate::engine::DeviceChoice,
+    /// Timed runs per batch (after a warm-up run); the median is reported.
+    #[arg(long, default_value_t = 5)]
+    iterations: usize,
+    /// Write each batch's embeddings (f32) to DIR/batch<i>.safetensors, for parity checks.
+    #[arg(long)]
+    save: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -63,6 +89,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     match args.what {
         BenchCommand::Frames(b) => frames(b),
         BenchCommand::Decode(b) => decode(b),
+        BenchCommand::Encode(b) => encode(b),
     }
 }
 
@@ -174,5 +201,153 @@ fn decode(b: DecodeBench) -> anyhow::Result<()> {
         }));
     }
     crate::output::print(serde_json::to_string_pretty(&results)?);
+    Ok(())
+}
+
+/// Parses `30x32x32+1x74x136` or `8*30x32x32` into grids.
+fn parse_batch(spec: &str) -> anyhow::Result<Vec<[usize; 3]>> {
+    let mut grids = Vec::new();
+    for item in spec.split('+') {
+        let (count, grid) = match item.split_once('*') {
+            Some((n, g)) => (n.trim().parse::<usize>()?, g),
+            None => (1, item),
+        };
+        let v: Vec<usize> = grid
+            .split('x')
+            .map(|x| x.trim().parse())
+            .collect::<Result<_, _>>()
+            .with_context(|| format!("grid `{grid}` is not TxHxW"))?;
+        anyhow::ensure!(v.len() == 3, "grid `{grid}` is not TxHxW");
+        grids.extend(std::iter::repeat_n([v[0], v[1], v[2]], count));
+    }
+    Ok(grids)
+}
+
+fn encode(b: EncodeBench) -> anyhow::Result<()> {
+    use reel_encoder::cuda::{gemm_peak_tflops, InputDtype, PoolPeak};
+    let device = crate::engine::Device::select(b.device)?;
+    let t_load = Instant::now();
+    let tower = crate::engine::load_tower(&b.model, &b.dtype, &device)
+        .with_context(|| format!("cannot load {}", b.model.display()))?;
+    let load_s = t_load.elapsed().as_secs_f64();
+    let cfg = tower.config().clone();
+    let specs = if b.batches.is_empty() {
+        ["30x32x32", "1x74x136", "150x16x16", "8*30x32x32"]
+            .map(String::from)
+            .to_vec()
+    } else {
+        b.batches.clone()
+    };
+    let peak = match &device {
+        crate::engine::Device::Cuda(gpu) => Some(gemm_peak_tflops(gpu.context(), 8192)?),
+        crate::engine::Device::Cpu => None,
+    };
+    if let Some(p) = peak {
+        eprintln!("bf16 GEMM peak (cuBLASLt 8192³): {p:.0} TFLOP/s");
+    }
+    let mut results = Vec::new();
+    for (i, spec) in specs.iter().enumerate() {
+        let grids = parse_batch(spec)?;
+        let plan = reel_encoder::Plan::new(&cfg, &grids)?;
+        let pixels =
+            reel_encoder::init::seeded_pixels(1000 + i as u64, plan.patches, cfg.patch_dim());
+        let flops = plan.flops(&cfg);
+        let mut times = Vec::new();
+        let mut peak_bytes = None;
+        let output = match &device {
+            crate::engine::Device::Cuda(gpu) => {
+                // Inputs go to the GPU once, as the preprocessing would leave them there.
+                let stream = gpu.context().default_stream();
+                let (input, dtype) = if tower.dtype() == reel_encoder::DType::BF16 {
+                    let v: Vec<u16> = pixels
+                        .iter()
+                        .map(|&x| half::bf16::from_f32(x).to_bits())
+                        .collect();
+                    (
+                        stream.clone_htod(
+                            &v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>(),
+                        )?,
+                        InputDtype::Bf16,
+                    )
+                } else {
+                    (
+                        stream.clone_htod(
+                            &pixels
+                                .iter()
+                                .flat_map(|x| x.to_le_bytes())
+                                .collect::<Vec<u8>>(),
+                        )?,
+                        InputDtype::F32,
+                    )
+                };
+                stream.synchronize()?;
+                let (ptr, _guard) = cudarc::driver::DevicePtr::device_ptr(&input, &stream);
+                let meter = PoolPeak::start(gpu.context())?;
+                let out = tower.encode_device(ptr, dtype, &grids)?;
+                peak_bytes = Some(meter.peak_above_start()?);
+                for _ in 0..b.iterations.max(1) {
+                    let t = Instant::now();
+                    drop(tower.encode_device(ptr, dtype, &grids)?);
+                    times.push(t.elapsed());
+                }
+                out.to_host_f32()?
+            }
+            crate::engine::Device::Cpu => {
+                let out = tower.encode(&pixels, &grids)?;
+                for _ in 0..b.iterations.max(1) {
+                    let t = Instant::now();
+                    drop(tower.encode(&pixels, &grids)?);
+                    times.push(t.elapsed());
+                }
+                out.data
+            }
+        };
+        let med = median(times.clone()).as_secs_f64();
+        let tflops = flops / med / 1e12;
+        eprintln!(
+            "{spec}: {} patches, median {:.4} s, {:.0} patches/s, {tflops:.1} TFLOP/s{}",
+            plan.patches,
+            med,
+            plan.patches as f64 / med,
+            peak.map(|p| format!(", MFU {:.1}%", 100.0 * tflops / p))
+                .unwrap_or_default()
+        );
+        if let Some(dir) = &b.save {
+            std::fs::create_dir_all(dir)?;
+            let tensors = [crate::output::Tensor::f32(
+                "embeddings",
+                vec![plan.tokens, cfg.out_hidden_size],
+                &output,
+            )];
+            crate::output::write_safetensors(
+                &dir.join(format!("batch{i}.safetensors")),
+                &tensors,
+                Default::default(),
+            )?;
+        }
+        results.push(serde_json::json!({
+            "batch": spec,
+            "grids": grids,
+            "seed": 1000 + i as u64,
+            "patches": plan.patches,
+            "tokens": plan.tokens,
+            "flops": flops,
+            "latency_s": { "median": med, "min": times.iter().min().unwrap().as_secs_f64(), "runs": times.len() },
+            "patches_per_s": plan.patches as f64 / med,
+            "tflops": tflops,
+            "mfu": peak.map(|p| tflops / p),
+            "peak_activation_bytes": peak_bytes,
+            "activation_bytes_per_patch": peak_bytes.map(|v| v as f64 / plan.patches as f64),
+        }));
+    }
+    let summary = serde_json::json!({
+        "model": b.model,
+        "device": device.name(),
+        "dtype": tower.dtype().to_string(),
+        "load_s": load_s,
+        "gemm_peak_tflops": peak,
+        "batches": results,
+    });
+    crate::output::print(serde_json::to_string_pretty(&summary)?);
     Ok(())
 }

@@ -7,7 +7,6 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
-use reel_encoder::{DType, VisionTower};
 use safetensors::Dtype;
 
 use super::sampling::SamplingArgs;
@@ -27,8 +26,8 @@ pub struct EmbedArgs {
     pub output: PathBuf,
     #[command(flatten)]
     pub sampling: SamplingArgs,
-    /// Precision of the vision tower: f32, bf16 or f16.
-    #[arg(long, default_value = "f32")]
+    /// Precision of the vision tower: auto (bf16 on a GPU, f32 on the CPU), f32, bf16.
+    #[arg(long, default_value = "auto")]
     pub dtype: String,
     /// Where to decode and preprocess: auto, cpu, cuda, cuda:N.
     #[arg(long, default_value = "auto")]
@@ -45,8 +44,7 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
     let threads = crate::engine::threads(args.threads);
     let device = crate::engine::Device::select(args.device)?;
     let t_load = Instant::now();
-    let dtype = DType::from_name(&args.dtype)?;
-    let tower = VisionTower::load(&args.model, dtype)
+    let tower = crate::engine::load_tower(&args.model, &args.dtype, &device)
         .with_context(|| format!("cannot load {}", args.model.display()))?;
     let load = t_load.elapsed().as_secs_f64();
     let t0 = Instant::now();

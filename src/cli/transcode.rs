@@ -52,8 +52,8 @@ pub struct TranscodeArgs {
     /// A Hugging Face Qwen2.5-VL model folder (for embeddings).
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Precision of the vision tower: f32, bf16 or f16.
-    #[arg(long, default_value = "f32")]
+    /// Precision of the vision tower: auto (bf16 on a GPU, f32 on the CPU), f32, bf16.
+    #[arg(long, default_value = "auto")]
     pub dtype: String,
     #[command(flatten)]
     pub sampling: SamplingArgs,
@@ -345,7 +345,7 @@ pub fn run(args: TranscodeArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| (crate::engine::threads(None) / jobs).max(1));
     let tower = match &args.model {
         Some(dir) => Some(Arc::new(
-            reel_encoder::VisionTower::load(dir, reel_encoder::DType::from_name(&args.dtype)?)
+            crate::engine::load_tower(dir, &args.dtype, &device)
                 .with_context(|| format!("cannot load {}", dir.display()))?,
         )),
         None => None,

@@ -72,6 +72,9 @@ pub struct ServeArgs {
     /// Folder for shared-memory results [default: /dev/shm].
     #[arg(long)]
     pub shm_dir: Option<PathBuf>,
+    /// Precision of the vision towers: auto (bf16 on a GPU, f32 on the CPU), f32, bf16.
+    #[arg(long)]
+    pub model_dtype: Option<String>,
     /// Size of the CUDA IPC result pool on a GPU, MiB [default: 4096].
     #[arg(long)]
     pub ipc_pool_mib: Option<u64>,
@@ -105,6 +108,8 @@ pub struct Config {
     pub shm_dir: PathBuf,
     #[serde(default = "defaults::ipc_pool_mib")]
     pub ipc_pool_mib: u64,
+    #[serde(default = "defaults::model_dtype")]
+    pub model_dtype: String,
 }
 
 mod defaults {
@@ -125,6 +130,9 @@ mod defaults {
     }
     pub fn ipc_pool_mib() -> u64 {
         4096
+    }
+    pub fn model_dtype() -> String {
+        "auto".into()
     }
 }
 
@@ -164,6 +172,7 @@ impl Config {
         flag!(lease_ttl);
         flag!(shm_dir);
         flag!(ipc_pool_mib);
+        flag!(model_dtype);
         c.media_roots.extend(args.media_roots);
         c.models.extend(args.models);
         c.workers = c.workers.max(1);
@@ -183,7 +192,11 @@ impl Config {
     }
 }
 
-fn load_models(specs: &[String]) -> anyhow::Result<Vec<(String, Arc<reel_encoder::VisionTower>)>> {
+fn load_models(
+    specs: &[String],
+    device: &Device,
+    dtype: &str,
+) -> anyhow::Result<Vec<(String, Arc<reel_encoder::VisionTower>)>> {
     specs
         .iter()
         .map(|spec| {
@@ -197,7 +210,7 @@ fn load_models(specs: &[String]) -> anyhow::Result<Vec<(String, Arc<reel_encoder
                     (name, dir)
                 }
             };
-            let tower = reel_encoder::VisionTower::load(&dir, reel_encoder::DType::F32)
+            let tower = crate::engine::load_tower(&dir, dtype, device)
                 .with_context(|| format!("cannot load model {name} from {}", dir.display()))?;
             tracing::info!("model {name}: {} loaded", dir.display());
             Ok((name, Arc::new(tower)))
@@ -210,7 +223,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::load(args)?;
     let device = Device::select(config.device()?)?;
     let media = MediaRoots::new(&config.media_roots)?;
-    let models = load_models(&config.models)?;
+    let models = load_models(&config.models, &device, &config.model_dtype)?;
     let pool = match &device {
         Device::Cuda(gpu) => Some(ipc::DevicePool::new(
             gpu.context().clone(),
@@ -248,10 +261,15 @@ async fn serve(state: Arc<State>) -> anyhow::Result<()> {
         .build_v1()?;
     let token = config.token.clone().map(Arc::new);
     let router = |state: &Arc<State>| {
-        let reel = reel_proto::v1::reel_server::ReelServer::with_interceptor(
-            ReelService {
+        // Inline uploads up to --max-inline-bytes, plus room for the rest of the message.
+        let max_message = usize::try_from(config.max_inline_bytes)
+            .unwrap_or(usize::MAX)
+            .saturating_add(1 << 20);
+        let reel = tonic::service::interceptor::InterceptedService::new(
+            reel_proto::v1::reel_server::ReelServer::new(ReelService {
                 state: state.clone(),
-            },
+            })
+            .max_decoding_message_size(max_message),
             service::check_token(token.clone()),
         );
         tonic::transport::Server::builder()

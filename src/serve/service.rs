@@ -220,7 +220,8 @@ impl ReelService {
             .await
             .map_err(|_| Status::unavailable("shutting down"))?;
         drop(queued);
-        state.metrics.stage("queue", t0.elapsed().as_secs_f64());
+        let queue_s = t0.elapsed().as_secs_f64();
+        state.metrics.stage("queue", queue_s);
         let _in_flight = Gauge::new(&state.metrics.in_flight);
         let cancel = Cancel::new();
         let _guard = CancelOnDrop(cancel.clone());
@@ -268,7 +269,7 @@ impl ReelService {
             decode_preprocess_s: timings.decode_preprocess,
             encode_s: timings.encode,
             publish_s: publish,
-            queue_s: 0.0,
+            queue_s,
             total_s: t0.elapsed().as_secs_f64(),
         });
         let m = &state.metrics;
@@ -322,31 +323,45 @@ impl ReelService {
                     shape: shape.iter().map(|&v| v as u64).collect(),
                     ..Default::default()
                 };
-                let keep_f32_on_device = mode == pb::OutputMode::CudaIpc
-                    && matches!(tensor, Tensor::Device(_))
-                    && matches!(dtype, pb::Dtype::F32 | pb::Dtype::Unspecified);
-                if keep_f32_on_device {
-                    let (pool, Tensor::Device(prepared)) = (
-                        state
+                // Device results go to the IPC pool without leaving the GPU, in their own dtype.
+                if mode == pb::OutputMode::CudaIpc {
+                    let native = match &tensor {
+                        Tensor::DevicePixels(p) => Some((
+                            &p.buffer,
+                            match p.dtype {
+                                reel_codec::gpu::PixelDtype::F32 => pb::Dtype::F32,
+                                reel_codec::gpu::PixelDtype::Bf16 => pb::Dtype::Bf16,
+                            },
+                        )),
+                        Tensor::DeviceEmbeddings(e) => Some((
+                            &e.buffer,
+                            if e.dtype == reel_encoder::DType::BF16 {
+                                pb::Dtype::Bf16
+                            } else {
+                                pb::Dtype::F32
+                            },
+                        )),
+                        Tensor::Host { .. } => None,
+                    };
+                    if let Some((buffer, native)) =
+                        native.filter(|(_, n)| dtype == pb::Dtype::Unspecified || dtype == *n)
+                    {
+                        let pool = state
                             .pool
                             .as_ref()
-                            .ok_or_else(|| Status::failed_precondition("no CUDA IPC pool"))?,
-                        tensor,
-                    ) else {
-                        unreachable!("checked above")
-                    };
-                    let len = prepared.buffer.len();
-                    let slot = pool.alloc(len as u64).ok_or_else(|| {
-                        Status::resource_exhausted("the CUDA IPC pool is full; release leases")
-                    })?;
-                    let stream = prepared.buffer.stream().clone();
-                    let (ptr, _sync) =
-                        cudarc::driver::DevicePtr::device_ptr(&prepared.buffer, &stream);
-                    stream.synchronize().map_err(|e| internal(e.into()))?;
-                    pool.fill(&slot, ptr, len).map_err(internal)?;
-                    d.dtype = pb::Dtype::F32 as i32;
-                    d.nbytes = len as u64;
-                    return Ok(ipc_descriptor(d, pool, slot, &state, conn));
+                            .ok_or_else(|| Status::failed_precondition("no CUDA IPC pool"))?;
+                        let len = buffer.len();
+                        let slot = pool.alloc(len as u64).ok_or_else(|| {
+                            Status::resource_exhausted("the CUDA IPC pool is full; release leases")
+                        })?;
+                        let stream = buffer.stream().clone();
+                        let (ptr, _sync) = cudarc::driver::DevicePtr::device_ptr(buffer, &stream);
+                        stream.synchronize().map_err(|e| internal(e.into()))?;
+                        pool.fill(&slot, ptr, len).map_err(internal)?;
+                        d.dtype = native as i32;
+                        d.nbytes = len as u64;
+                        return Ok(ipc_descriptor(d, pool, slot, &state, conn));
+                    }
                 }
                 let values = tensor.into_host_f32().map_err(internal)?;
                 let (bytes, dtype) = dtype_bytes(&values, dtype);
@@ -474,7 +489,11 @@ impl pb::reel_server::Reel for ReelService {
                 architecture: "qwen2.5-vl".into(),
                 dtype: format!("{:?}", m.dtype()),
                 out_hidden_size: m.config().out_hidden_size as u32,
-                device: "cpu".into(),
+                device: if m.is_cuda() {
+                    state.device.name()
+                } else {
+                    "cpu".into()
+                },
             })
             .collect();
         self.state.metrics.request("Info", "Ok");

@@ -4,15 +4,21 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use reel_encoder::VisionTower;
 use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
+use sha2::{Digest, Sha256};
 
-/// The repository root.
+/// The repository root: `REEL_REPO` when set (a test binary carried to another
+/// machine), else where this crate was built.
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
+    match std::env::var_os("REEL_REPO") {
+        Some(dir) => PathBuf::from(dir),
+        None => Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .unwrap()
+            .to_path_buf(),
+    }
 }
 
 /// The committed tiny model folder.
@@ -25,19 +31,9 @@ pub fn golden_path() -> PathBuf {
     repo().join("tests/data/golden/encoder.safetensors")
 }
 
-/// The golden input generator (see make_encoder_golden.py `pixel_values`):
-/// value(i) = (mix(seed * 0x9E3779B97F4A7C15 + i) >> 40) * 2^-22 - 2.
+/// The golden input generator (see make_encoder_golden.py `pixel_values`).
 pub fn pixel_values(seed: u64, rows: usize, cols: usize) -> Vec<f32> {
-    let base = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    (0..(rows * cols) as u64)
-        .map(|i| {
-            let mut z = base.wrapping_add(i);
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            (z >> 40) as f32 * (1.0 / 4_194_304.0) - 2.0
-        })
-        .collect()
+    reel_encoder::init::seeded_pixels(seed, rows, cols)
 }
 
 /// One tensor read from a safetensors file.
@@ -105,4 +101,93 @@ pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
         .zip(b)
         .fold(0f64, |m, (&x, &y)| m.max((x as f64 - y as f64).abs()));
     d / scale
+}
+
+/// One golden case (tests/data/golden/encoder.safetensors metadata).
+pub struct Case {
+    pub name: String,
+    pub grids: Vec<[usize; 3]>,
+    pub seed: u64,
+    pub rows: usize,
+    pub sha: String,
+}
+
+pub fn golden_cases() -> Vec<Case> {
+    let bytes = std::fs::read(golden_path()).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let meta: serde_json::Value =
+        serde_json::from_str(&meta.metadata().as_ref().unwrap()["golden"]).unwrap();
+    assert_eq!(meta["attn_implementation"], "sdpa");
+    meta["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| Case {
+            name: c["name"].as_str().unwrap().to_string(),
+            grids: serde_json::from_value(c["grids"].clone()).unwrap(),
+            seed: c["input_seed"].as_u64().unwrap(),
+            rows: c["input_rows"].as_u64().unwrap() as usize,
+            sha: c["input_sha256"].as_str().unwrap().to_string(),
+        })
+        .collect()
+}
+
+/// Runs every golden case on `tower` against the HF reference `which` ("f32" or "bf16");
+/// panics if the worst error exceeds `bound`.
+pub fn golden_parity(tower: &VisionTower, which: &str, bound: f64) {
+    let dtype = tower.dtype();
+    let golden = read_all(&golden_path());
+    let cases = golden_cases();
+    assert_eq!(cases.len(), 6);
+    let mut worst = 0f64;
+    println!("tiny Qwen2.5-VL tower, reel {dtype} vs HF {which} (max|d| / max|ref|):");
+    for c in &cases {
+        let pv = pixel_values(c.seed, c.rows, 1176);
+        let bytes: Vec<u8> = pv.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let sha: String = Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            sha, c.sha,
+            "{}: input generator differs from the Python one",
+            c.name
+        );
+        let reference = f32s(&golden[&format!("{}.{which}", c.name)]);
+        let emb = tower.encode(&pv, &c.grids).unwrap();
+        assert_eq!(emb.rows, c.rows / 4);
+        assert_eq!(emb.hidden, 96);
+        assert_eq!(emb.data.len(), reference.len());
+        let err = rel_err(&emb.data, &reference);
+        let mean_abs = emb
+            .data
+            .iter()
+            .zip(&reference)
+            .map(|(a, b)| (a - b).abs() as f64)
+            .sum::<f64>()
+            / reference.len() as f64;
+        println!(
+            "  {:<22} grids {:?}: max rel {err:.3e}  mean abs {mean_abs:.3e}",
+            c.name, c.grids
+        );
+        worst = worst.max(err);
+    }
+    println!("  worst {worst:.3e} (bound {bound:.0e})");
+    assert!(worst <= bound, "{dtype} parity {worst:.3e} > {bound:.0e}");
+}
+
+/// Asserts that a (3, 8, 12) video encodes to the concatenation of its three (1, 8, 12)
+/// slices encoded one by one.
+pub fn assert_slices_independent(tower: &VisionTower) {
+    let slice = 8 * 12;
+    let pv = pixel_values(77, 3 * slice, 1176);
+    let whole = tower.encode(&pv, &[[3, 8, 12]]).unwrap();
+    let per_slice = whole.data.len() / 3;
+    for t in 0..3 {
+        let one = tower
+            .encode(&pv[t * slice * 1176..(t + 1) * slice * 1176], &[[1, 8, 12]])
+            .unwrap();
+        let err = rel_err(&whole.data[t * per_slice..(t + 1) * per_slice], &one.data);
+        assert!(err < 1e-6, "slice {t}: whole vs slice {err:.3e}");
+    }
 }

@@ -1,0 +1,229 @@
+//! Row-major linear layers, `Y[rows, out] = X[rows, in] · W[out, in]ᵀ (+ b)`, through
+//! cuBLASLt: f32 (exact FP32 compute) or bf16 (fp32 accumulation), the bias added in
+//! the epilogue before rounding to the output type (as torch's addmm does). Descriptors,
+//! layouts and the heuristic's algorithm are cached per shape.
+
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::sync::{Arc, Mutex};
+
+use cudarc::cublaslt::{result, sys};
+use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
+
+use crate::error::{Error, Result};
+
+/// Element type of a GEMM's operands and result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Elem {
+    F32,
+    Bf16,
+}
+
+impl Elem {
+    fn cuda(self) -> sys::cudaDataType {
+        match self {
+            Elem::F32 => sys::cudaDataType_t::CUDA_R_32F,
+            Elem::Bf16 => sys::cudaDataType_t::CUDA_R_16BF,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct Shape {
+    rows: u64,
+    inp: u64,
+    out: u64,
+    bias: bool,
+    elem: Elem,
+}
+
+/// A prepared GEMM: descriptor, layouts and algorithm for one shape.
+struct Prepared {
+    desc: sys::cublasLtMatmulDesc_t,
+    a: sys::cublasLtMatrixLayout_t,
+    b: sys::cublasLtMatrixLayout_t,
+    c: sys::cublasLtMatrixLayout_t,
+    algo: sys::cublasLtMatmulAlgo_t,
+}
+
+impl Drop for Prepared {
+    fn drop(&mut self) {
+        // SAFETY: FFI boundary: each handle was created once by `prepare` and is
+        // destroyed once here.
+        unsafe {
+            result::destroy_matrix_layout(self.a).ok();
+            result::destroy_matrix_layout(self.b).ok();
+            result::destroy_matrix_layout(self.c).ok();
+            result::destroy_matmul_desc(self.desc).ok();
+        }
+    }
+}
+
+const WORKSPACE: usize = 32 << 20;
+
+fn blas(e: cudarc::cublaslt::result::CublasError) -> Error {
+    Error::Cuda(format!("cuBLASLt: {e:?}"))
+}
+
+/// Device addresses and sizes of one linear layer's parameters: `w` is `out × inp`,
+/// `bias` has `out` elements.
+pub(crate) struct Layer {
+    pub w: u64,
+    pub bias: Option<u64>,
+    pub inp: usize,
+    pub out: usize,
+}
+
+/// cuBLASLt on one stream.
+pub(crate) struct Gemm {
+    handle: sys::cublasLtHandle_t,
+    stream: Arc<CudaStream>,
+    workspace: CudaSlice<u8>,
+    cache: Mutex<HashMap<Shape, Prepared>>,
+}
+
+// SAFETY: the handle is used only under the cache mutex or by the tower's single forward
+// at a time (CudaTower serializes forwards); cuBLASLt handles may move between threads.
+unsafe impl Send for Gemm {}
+// SAFETY: as above.
+unsafe impl Sync for Gemm {}
+
+impl Gemm {
+    pub fn new(stream: Arc<CudaStream>) -> Result<Self> {
+        let handle = result::create_handle().map_err(blas)?;
+        let workspace = stream
+            .alloc_zeros::<u8>(WORKSPACE)
+            .map_err(|e| Error::Cuda(e.to_string()))?;
+        Ok(Self {
+            handle,
+            stream,
+            workspace,
+            cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn prepare(&self, s: Shape) -> Result<Prepared> {
+        let set_desc = |desc, attr, value: &i32| {
+            // SAFETY: FFI boundary: an i32 attribute of a live descriptor.
+            unsafe {
+                result::set_matmul_desc_attribute(desc, attr, (value as *const i32).cast(), 4)
+            }
+            .map_err(blas)
+        };
+        let desc = result::create_matmul_desc(
+            sys::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+            sys::cudaDataType_t::CUDA_R_32F,
+        )
+        .map_err(blas)?;
+        // Column-major view: C (out × rows) = op(A) · B, A = W stored [in × out] (transposed), B = X [in × rows].
+        set_desc(
+            desc,
+            sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_TRANSA,
+            &1,
+        )?;
+        set_desc(
+            desc,
+            sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_TRANSB,
+            &0,
+        )?;
+        if s.bias {
+            let epilogue = sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_BIAS as i32;
+            set_desc(
+                desc,
+                sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_EPILOGUE,
+                &epilogue,
+            )?;
+        }
+        let t = s.elem.cuda();
+        let a = result::create_matrix_layout(t, s.inp, s.out, s.inp as i64).map_err(blas)?;
+        let b = result::create_matrix_layout(t, s.inp, s.rows, s.inp as i64).map_err(blas)?;
+        let c = result::create_matrix_layout(t, s.out, s.rows, s.out as i64).map_err(blas)?;
+        let pref = result::create_matmul_pref().map_err(blas)?;
+        let ws = WORKSPACE as u64;
+        // SAFETY: FFI boundary: a u64 attribute of a live preference; then the heuristic
+        // over live descriptors; the preference is destroyed right after.
+        let heuristic = unsafe {
+            result::set_matmul_pref_attribute(
+                pref,
+                sys::cublasLtMatmulPreferenceAttributes_t::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                (&ws as *const u64).cast(),
+                8,
+            )
+            .map_err(blas)?;
+            let h = result::get_matmul_algo_heuristic(self.handle, desc, a, b, c, c, pref);
+            result::destroy_matmul_pref(pref).ok();
+            h.map_err(blas)?
+        };
+        Ok(Prepared {
+            desc,
+            a,
+            b,
+            c,
+            algo: heuristic.algo,
+        })
+    }
+
+    /// `y = x · wᵀ (+ bias)` on the stream; `x` and `y` are device addresses of
+    /// `rows × layer.inp` and `rows × layer.out` elements of `elem`.
+    pub fn linear(&self, elem: Elem, layer: Layer, x: u64, y: u64, rows: usize) -> Result<()> {
+        if rows == 0 {
+            return Ok(());
+        }
+        let Layer { w, bias, inp, out } = layer;
+        let shape = Shape {
+            rows: rows as u64,
+            inp: inp as u64,
+            out: out as u64,
+            bias: bias.is_some(),
+            elem,
+        };
+        let mut cache = self.cache.lock().expect("gemm cache lock");
+        let p = match cache.entry(shape) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => e.insert(self.prepare(shape)?),
+        };
+        let (alpha, beta) = (1.0f32, 0.0f32);
+        let (ws, _ws_guard) = self.workspace.device_ptr(&self.stream);
+        // SAFETY: FFI boundary: the caller guarantees the device buffers' sizes for this
+        // shape; the bias pointer attribute is set on the cached descriptor under the
+        // cache lock, immediately before the launch that uses it.
+        unsafe {
+            if let Some(b) = bias {
+                result::set_matmul_desc_attribute(
+                    p.desc,
+                    sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                    (&b as *const u64).cast(),
+                    8,
+                )
+                .map_err(blas)?;
+            }
+            result::matmul(
+                self.handle,
+                p.desc,
+                (&alpha as *const f32).cast(),
+                (&beta as *const f32).cast(),
+                w as *const c_void,
+                p.a,
+                x as *const c_void,
+                p.b,
+                y as *const c_void,
+                p.c,
+                y as *mut c_void,
+                p.c,
+                &p.algo,
+                ws as *mut c_void,
+                WORKSPACE,
+                self.stream.cu_stream() as *mut _,
+            )
+            .map_err(blas)
+        }
+    }
+}
+
+impl Drop for Gemm {
+    fn drop(&mut self) {
+        self.cache.lock().map(|mut c| c.clear()).ok();
+        // SAFETY: FFI boundary: the handle was created in `new`; cached plans are gone.
+        unsafe { result::destroy_handle(self.handle) }.ok();
+    }
+}

@@ -1,0 +1,499 @@
+//! The CUDA backend of the Qwen2.5-VL vision tower: cuBLASLt GEMMs (bf16 with fp32
+//! accumulation, or exact f32) and reel's NVRTC kernels (kernels/vision.cu): fused
+//! residual-add + RMSNorm, 2D RoPE, SiLU-gate, exact-erf GELU, row gathers for the window
+//! permutation, and variable-length attention over `cu_seqlens` for both the windows and
+//! the per-slice full-attention blocks. One forward is a fixed sequence of launches on one
+//! stream: no host loop over windows, no host synchronization until the result is read.
+
+mod gemm;
+mod measure;
+
+pub use measure::{gemm_peak_tflops, PoolPeak};
+
+use std::sync::{Arc, Mutex};
+
+use cudarc::driver::{
+    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
+};
+use half::bf16;
+
+use crate::config::VisionConfig;
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::plan::Plan;
+use crate::weights::{HostData, HostTensor, VisionWeights};
+use gemm::{Elem, Gemm, Layer};
+
+fn cuda(e: impl std::fmt::Display) -> Error {
+    Error::Cuda(e.to_string())
+}
+
+/// Rows of the MLP processed per chunk (bounds the activation memory).
+const MLP_ROWS: usize = 32768;
+/// Queries per attention block (ATT_TILE in vision.cu).
+const ATT_TILE: usize = 64;
+
+/// Launches `f` on the tower's stream with the given arguments.
+macro_rules! launch {
+    ($tower:expr, $f:expr, $cfg:expr, $($arg:expr),+ $(,)?) => {{
+        let mut builder = $tower.stream.launch_builder($f);
+        $( builder.arg($arg); )+
+        // SAFETY: kernel-launch boundary: each use passes arguments matching the kernel's
+        // signature in kernels/vision.cu, pointing at buffers sized for the launch.
+        unsafe { builder.launch($cfg) }.map(|_| ()).map_err(cuda)
+    }};
+}
+
+/// A device buffer of raw elements.
+struct Buf(CudaSlice<u8>);
+
+impl Buf {
+    fn ptr(&self, stream: &CudaStream) -> u64 {
+        let (p, _sync) = self.0.device_ptr(stream);
+        p
+    }
+}
+
+struct Linear {
+    w: Buf,
+    b: Option<Buf>,
+    out: usize,
+    inp: usize,
+}
+
+struct Block {
+    norm1: Buf,
+    norm2: Buf,
+    qkv: Linear,
+    proj: Linear,
+    gate_up: Linear,
+    down: Linear,
+    full_attention: bool,
+}
+
+struct Kernels {
+    gather_in_f32: CudaFunction,
+    gather_in_bf16: CudaFunction,
+    gather_out: CudaFunction,
+    add_rmsnorm: CudaFunction,
+    rope: CudaFunction,
+    silu_mul: CudaFunction,
+    gelu: CudaFunction,
+    attention: CudaFunction,
+    /// Threads per attention block: 4 warps of 16 queries (tensor cores) or one per query.
+    attention_threads: u32,
+}
+
+/// Element type of device pixel values handed to [`CudaTower::encode_device`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InputDtype {
+    F32,
+    Bf16,
+}
+
+/// Embeddings left in device memory, `[rows, hidden]` of `dtype` (the model's).
+pub struct DeviceEmbeddings {
+    pub buffer: CudaSlice<u8>,
+    pub rows: usize,
+    pub hidden: usize,
+    pub dtype: DType,
+}
+
+impl DeviceEmbeddings {
+    /// Copies the embeddings to the host as f32.
+    pub fn to_host_f32(&self) -> Result<Vec<f32>> {
+        let stream = self.buffer.stream().clone();
+        let bytes = stream.clone_dtoh(&self.buffer).map_err(cuda)?;
+        Ok(match self.dtype {
+            DType::BF16 => bytes
+                .chunks_exact(2)
+                .map(|c| bf16::from_bits(u16::from_le_bytes([c[0], c[1]])).to_f32())
+                .collect(),
+            _ => bytes
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+        })
+    }
+}
+
+/// The tower on one GPU.
+pub(crate) struct CudaTower {
+    cfg: VisionConfig,
+    dtype: DType,
+    stream: Arc<CudaStream>,
+    gemm: Gemm,
+    k: Kernels,
+    patch_embed: Linear,
+    blocks: Vec<Block>,
+    ln_q: Buf,
+    fc1: Linear,
+    fc2: Linear,
+    /// One forward at a time: they share the stream and the GEMM plans.
+    busy: Mutex<()>,
+}
+
+fn host_bytes(t: &HostTensor) -> Vec<u8> {
+    match &t.data {
+        HostData::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        HostData::BF16(v) => v.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect(),
+        HostData::F16(v) => v.iter().flat_map(|x| x.to_bits().to_le_bytes()).collect(),
+    }
+}
+
+impl CudaTower {
+    pub(crate) fn new(
+        cfg: VisionConfig,
+        dtype: DType,
+        w: VisionWeights,
+        ctx: Arc<CudaContext>,
+    ) -> Result<Self> {
+        let suffix = match dtype {
+            DType::F32 => "f32",
+            DType::BF16 => "bf16",
+            DType::F16 => {
+                return Err(Error::Cuda(
+                    "the CUDA backend runs f32 or bf16, not f16".into(),
+                ))
+            }
+        };
+        // bf16 attention runs on tensor cores; f32 on CUDA cores (exact f32 products).
+        let attention = match (cfg.head_dim(), dtype) {
+            (80, DType::BF16) => "attention_tc80",
+            (32, DType::BF16) => "attention_tc32",
+            (80, _) => "attention80",
+            (32, _) => "attention32",
+            (d, _) => {
+                return Err(Error::Cuda(format!(
+                    "no CUDA attention kernel for head_dim {d} (80 and 32 are built)"
+                )))
+            }
+        };
+        ctx.bind_to_thread().map_err(cuda)?;
+        let stream = ctx.new_stream().map_err(cuda)?;
+        let module = reel_kernels::load(&ctx, "vision").map_err(cuda)?;
+        let f = |name: String| module.load_function(&name).map_err(cuda);
+        let k = Kernels {
+            gather_in_f32: f(format!("gather_f32_to_{suffix}"))?,
+            gather_in_bf16: f(format!("gather_bf16_to_{suffix}"))?,
+            gather_out: f(format!("gather_{suffix}_to_{suffix}"))?,
+            add_rmsnorm: f(format!("add_rmsnorm_{suffix}"))?,
+            rope: f(format!("rope_qk_{suffix}"))?,
+            silu_mul: f(format!("silu_mul_{suffix}"))?,
+            gelu: f(format!("gelu_erf_{suffix}"))?,
+            attention: f(format!("{attention}_{suffix}"))?,
+            attention_threads: if dtype == DType::BF16 {
+                128
+            } else {
+                ATT_TILE as u32
+            },
+        };
+        let up = |t: &HostTensor| -> Result<Buf> {
+            Ok(Buf(stream.clone_htod(&host_bytes(t)).map_err(cuda)?))
+        };
+        let linear = |w: &HostTensor, b: Option<&HostTensor>| -> Result<Linear> {
+            Ok(Linear {
+                out: w.shape[0],
+                inp: w.shape[1],
+                w: up(w)?,
+                b: b.map(up).transpose()?,
+            })
+        };
+        let concat = |a: &HostTensor, b: &HostTensor| -> Result<Buf> {
+            let mut bytes = host_bytes(a);
+            bytes.extend(host_bytes(b));
+            Ok(Buf(stream.clone_htod(&bytes).map_err(cuda)?))
+        };
+        let blocks = w
+            .blocks
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                Ok(Block {
+                    norm1: up(&b.norm1)?,
+                    norm2: up(&b.norm2)?,
+                    qkv: linear(&b.qkv_w, Some(&b.qkv_b))?,
+                    proj: linear(&b.proj_w, Some(&b.proj_b))?,
+                    gate_up: Linear {
+                        w: concat(&b.gate_w, &b.up_w)?,
+                        b: Some(concat(&b.gate_b, &b.up_b)?),
+                        out: 2 * b.gate_w.shape[0],
+                        inp: b.gate_w.shape[1],
+                    },
+                    down: linear(&b.down_w, Some(&b.down_b))?,
+                    full_attention: cfg.is_full_attention(i),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let tower = Self {
+            gemm: Gemm::new(stream.clone())?,
+            patch_embed: linear(&w.patch_embed, None)?,
+            ln_q: up(&w.merger.ln_q)?,
+            fc1: linear(&w.merger.fc1_w, Some(&w.merger.fc1_b))?,
+            fc2: linear(&w.merger.fc2_w, Some(&w.merger.fc2_b))?,
+            blocks,
+            k,
+            stream,
+            cfg,
+            dtype,
+            busy: Mutex::new(()),
+        };
+        tower.stream.synchronize().map_err(cuda)?;
+        Ok(tower)
+    }
+
+    fn elem(&self) -> Elem {
+        if self.dtype == DType::BF16 {
+            Elem::Bf16
+        } else {
+            Elem::F32
+        }
+    }
+
+    fn esize(&self) -> usize {
+        self.dtype.size_in_bytes()
+    }
+
+    fn alloc(&self, elems: usize) -> Result<Buf> {
+        Ok(Buf(self
+            .stream
+            .alloc_zeros::<u8>(elems.max(1) * self.esize())
+            .map_err(cuda)?))
+    }
+
+    fn linear(&self, l: &Linear, x: u64, y: u64, rows: usize) -> Result<()> {
+        let s = &self.stream;
+        let layer = Layer {
+            w: l.w.ptr(s),
+            bias: l.b.as_ref().map(|b| b.ptr(s)),
+            inp: l.inp,
+            out: l.out,
+        };
+        self.gemm.linear(self.elem(), layer, x, y, rows)
+    }
+
+    fn grid_stride(n: usize) -> LaunchConfig {
+        let blocks = n.div_ceil(256).clamp(1, 65535 * 4) as u32;
+        LaunchConfig {
+            grid_dim: (blocks, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        }
+    }
+
+    fn rmsnorm(&self, x: u64, delta: Option<u64>, w: &Buf, out: u64, rows: usize) -> Result<()> {
+        let (cols, eps) = (self.cfg.hidden_size as i32, self.cfg.rms_norm_eps as f32);
+        let delta = delta.unwrap_or(0);
+        let wp = w.ptr(&self.stream);
+        let cfg = LaunchConfig {
+            grid_dim: (rows as u32, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        launch!(
+            self,
+            &self.k.add_rmsnorm,
+            cfg,
+            &x,
+            &delta,
+            &wp,
+            &out,
+            &cols,
+            &eps
+        )
+    }
+
+    /// Query tiles of the segments in `cu`: (segment start, segment end, first query).
+    fn tiles(cu: &[usize]) -> Vec<i32> {
+        let mut out = Vec::new();
+        for w in cu.windows(2) {
+            for q in (w[0]..w[1]).step_by(ATT_TILE) {
+                out.extend([w[0] as i32, w[1] as i32, q as i32]);
+            }
+        }
+        out
+    }
+
+    /// Encodes pixel values already in device memory (`rows × patch_dim` of `dtype` at
+    /// `pixels`). The result stays on the device.
+    pub(crate) fn forward(
+        &self,
+        pixels: u64,
+        dtype: InputDtype,
+        plan: &Plan,
+    ) -> Result<DeviceEmbeddings> {
+        let _busy = self.busy.lock().expect("tower lock");
+        let cfg = &self.cfg;
+        let s = &self.stream;
+        s.context().bind_to_thread().map_err(cuda)?;
+        let n = plan.patches;
+        let (hid, heads, hd) = (cfg.hidden_size, cfg.num_heads, cfg.head_dim());
+        let inter = self.blocks.first().map_or(0, |b| b.gate_up.out / 2);
+        let es = self.esize() as u64;
+
+        // Inputs of the plan.
+        let order = s.clone_htod(&plan.patch_order()).map_err(cuda)?;
+        let reverse = s.clone_htod(&plan.reverse_index()).map_err(cuda)?;
+        let rope = plan.rope_table(cfg);
+        let cos = s.clone_htod(&rope.cos).map_err(cuda)?;
+        let sin = s.clone_htod(&rope.sin).map_err(cuda)?;
+        let window_tiles = Self::tiles(&plan.cu_window_seqlens);
+        let full_tiles = Self::tiles(&plan.cu_seqlens);
+        let window_tiles_d = s.clone_htod(&window_tiles).map_err(cuda)?;
+        let full_tiles_d = s.clone_htod(&full_tiles).map_err(cuda)?;
+        let (order_p, _o) = order.device_ptr(s);
+        let (reverse_p, _r) = reverse.device_ptr(s);
+        let (cos_p, _c) = cos.device_ptr(s);
+        let (sin_p, _s) = sin.device_ptr(s);
+        let (wt_p, _wt) = window_tiles_d.device_ptr(s);
+        let (ft_p, _ft) = full_tiles_d.device_ptr(s);
+
+        // Activations.
+        let patch_dim = cfg.patch_dim();
+        let input = self.alloc(n * patch_dim)?;
+        let x = self.alloc(n * hid)?;
+        let h = self.alloc(n * hid)?;
+        let qkv = self.alloc(n * 3 * hid)?;
+        let attn = self.alloc(n * hid)?;
+        let delta = self.alloc(n * hid)?;
+        let chunk = MLP_ROWS.min(n);
+        let gu = self.alloc(chunk * 2 * inter)?;
+        let act = self.alloc(chunk * inter)?;
+        let (input_p, x_p, h_p, qkv_p, attn_p, delta_p, gu_p, act_p) = (
+            input.ptr(s),
+            x.ptr(s),
+            h.ptr(s),
+            qkv.ptr(s),
+            attn.ptr(s),
+            delta.ptr(s),
+            gu.ptr(s),
+            act.ptr(s),
+        );
+
+        // Window order, model dtype, patch embedding.
+        let gather = match dtype {
+            InputDtype::F32 => &self.k.gather_in_f32,
+            InputDtype::Bf16 => &self.k.gather_in_bf16,
+        };
+        let (rows_i, cols_i) = (n as i64, patch_dim as i32);
+        launch!(
+            self,
+            gather,
+            Self::grid_stride(n * patch_dim),
+            &pixels,
+            &input_p,
+            &order_p,
+            &rows_i,
+            &cols_i
+        )?;
+        self.linear(&self.patch_embed, input_p, x_p, n)?;
+
+        let scale = 1.0f32 / (hd as f32).sqrt();
+        let (heads_i, hd_i, rows_l) = (heads as i32, hd as i32, n as i64);
+        let mut pending_delta: Option<u64> = None;
+        for blk in &self.blocks {
+            // x += previous MLP output; h = norm1(x)
+            self.rmsnorm(x_p, pending_delta, &blk.norm1, h_p, n)?;
+            self.linear(&blk.qkv, h_p, qkv_p, n)?;
+            launch!(
+                self,
+                &self.k.rope,
+                Self::grid_stride(n * heads * hd),
+                &qkv_p,
+                &cos_p,
+                &sin_p,
+                &rows_l,
+                &heads_i,
+                &hd_i
+            )?;
+            let (tiles_p, ntiles) = if blk.full_attention {
+                (ft_p, full_tiles.len() / 3)
+            } else {
+                (wt_p, window_tiles.len() / 3)
+            };
+            let att_cfg = LaunchConfig {
+                grid_dim: (ntiles as u32, heads as u32, 1),
+                block_dim: (self.k.attention_threads, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            launch!(
+                self,
+                &self.k.attention,
+                att_cfg,
+                &qkv_p,
+                &attn_p,
+                &tiles_p,
+                &heads_i,
+                &scale
+            )?;
+            self.linear(&blk.proj, attn_p, delta_p, n)?;
+            // x += attention output; h = norm2(x)
+            self.rmsnorm(x_p, Some(delta_p), &blk.norm2, h_p, n)?;
+            for start in (0..n).step_by(chunk) {
+                let rows = chunk.min(n - start);
+                let off = start as u64 * hid as u64 * es;
+                self.linear(&blk.gate_up, h_p + off, gu_p, rows)?;
+                let (r, inter_i) = (rows as i64, inter as i32);
+                launch!(
+                    self,
+                    &self.k.silu_mul,
+                    Self::grid_stride(rows * inter),
+                    &gu_p,
+                    &act_p,
+                    &r,
+                    &inter_i
+                )?;
+                self.linear(&blk.down, act_p, delta_p + off, rows)?;
+            }
+            pending_delta = Some(delta_p);
+        }
+        // x += last MLP output; merger RMSNorm.
+        self.rmsnorm(x_p, pending_delta, &self.ln_q, h_p, n)?;
+        let tokens = plan.tokens;
+        let wide = hid * plan.merge_unit;
+        let f1 = self.alloc(tokens * wide)?;
+        let f1_p = f1.ptr(s);
+        self.linear(&self.fc1, h_p, f1_p, tokens)?;
+        let len = (tokens * wide) as i64;
+        launch!(
+            self,
+            &self.k.gelu,
+            Self::grid_stride(tokens * wide),
+            &f1_p,
+            &len
+        )?;
+        let out_hidden = cfg.out_hidden_size;
+        let f2 = self.alloc(tokens * out_hidden)?;
+        let f2_p = f2.ptr(s);
+        self.linear(&self.fc2, f1_p, f2_p, tokens)?;
+        // Back to input order.
+        let out = self.alloc(tokens * out_hidden)?;
+        let out_p = out.ptr(s);
+        let (tok_i, oh_i) = (tokens as i64, out_hidden as i32);
+        launch!(
+            self,
+            &self.k.gather_out,
+            Self::grid_stride(tokens * out_hidden),
+            &f2_p,
+            &out_p,
+            &reverse_p,
+            &tok_i,
+            &oh_i
+        )?;
+        s.synchronize().map_err(cuda)?;
+        Ok(DeviceEmbeddings {
+            buffer: out.0,
+            rows: tokens,
+            hidden: out_hidden,
+            dtype: self.dtype,
+        })
+    }
+
+    /// Encodes host pixel values (uploads them first).
+    pub(crate) fn forward_host(&self, pixel_values: &[f32], plan: &Plan) -> Result<Vec<f32>> {
+        let input = self.stream.clone_htod(pixel_values).map_err(cuda)?;
+        let (p, _g) = input.device_ptr(&self.stream);
+        let emb = self.forward(p, InputDtype::F32, plan)?;
+        emb.to_host_f32()
+    }
+}

@@ -1,0 +1,391 @@
+// Kernels of the Qwen2.5-VL vision tower (encoder/src/cuda). Element type T is float or
+// bf16 (held as raw 16-bit words, so no CUDA headers are needed); math is in float and
+// rounds to T where the reference (transformers, bf16 weights) rounds.
+
+typedef unsigned short bf16_t;
+
+__device__ __forceinline__ float to_f(float x) { return x; }
+__device__ __forceinline__ float to_f(bf16_t x) { return __uint_as_float(((unsigned int)x) << 16); }
+
+template <typename T> __device__ __forceinline__ T from_f(float v);
+template <> __device__ __forceinline__ float from_f<float>(float v) { return v; }
+template <> __device__ __forceinline__ bf16_t from_f<bf16_t>(float v) {
+    unsigned int u = __float_as_uint(v);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (bf16_t)((u >> 16) | 0x40u);  // NaN stays NaN
+    u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest even
+    return (bf16_t)(u >> 16);
+}
+// Round a float to T's precision, staying in float.
+template <typename T> __device__ __forceinline__ float round_to(float v) { return to_f(from_f<T>(v)); }
+
+// dst[j, :] = src[order[j], :], converting the element type (pixel values → model dtype;
+// the merger's output back to input order).
+template <typename S, typename D>
+__device__ void gather_rows(const S* __restrict__ src, D* __restrict__ dst, const unsigned int* __restrict__ order,
+                            long long rows, int cols) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    long long n = rows * cols;
+    for (; i < n; i += (long long)gridDim.x * blockDim.x) {
+        long long r = i / cols;
+        int c = (int)(i - r * cols);
+        dst[i] = from_f<D>(to_f(src[(long long)order[r] * cols + c]));
+    }
+}
+
+// Block-wide sum for up to 1024 threads.
+__device__ float block_sum(float v) {
+    __shared__ float warp_sums[32];
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (lane == 0) warp_sums[warp] = v;
+    __syncthreads();
+    int warps = (blockDim.x + 31) / 32;
+    v = lane < warps ? warp_sums[lane] : 0.0f;
+    if (warp == 0) {
+        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+        if (lane == 0) warp_sums[0] = v;
+    }
+    __syncthreads();
+    float total = warp_sums[0];
+    __syncthreads();
+    return total;
+}
+
+// One row per block: x += delta (rounded to T, when delta is given), then
+// out = T(T(x * rsqrt(mean(x^2) + eps)) * w).
+template <typename T>
+__device__ void add_rmsnorm(T* __restrict__ x, const T* __restrict__ delta, const T* __restrict__ w,
+                            T* __restrict__ out, int cols, float eps) {
+    long long row = blockIdx.x;
+    T* xr = x + row * cols;
+    const T* dr = delta ? delta + row * cols : nullptr;
+    T* orow = out + row * cols;
+    float ss = 0.0f;
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+        float v = to_f(xr[c]);
+        if (dr) {
+            v = round_to<T>(v + to_f(dr[c]));
+            xr[c] = from_f<T>(v);
+        }
+        ss += v * v;
+    }
+    float inv = rsqrtf(block_sum(ss) / (float)cols + eps);
+    for (int c = threadIdx.x; c < cols; c += blockDim.x) {
+        float n = round_to<T>(to_f(xr[c]) * inv);
+        orow[c] = from_f<T>(n * to_f(w[c]));
+    }
+}
+
+// 2D rotary embedding on q and k inside the packed qkv rows [rows, 3, heads, head_dim],
+// in float, rounded back to T. cos/sin hold head_dim/2 values per row.
+template <typename T>
+__device__ void rope_qk(T* __restrict__ qkv, const float* __restrict__ cos_t, const float* __restrict__ sin_t,
+                        long long rows, int heads, int head_dim) {
+    int half = head_dim / 2;
+    long long n = rows * 2 * heads * half;
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    for (; i < n; i += (long long)gridDim.x * blockDim.x) {
+        int k = (int)(i % half);
+        long long rest = i / half;
+        int head = (int)(rest % heads);
+        rest /= heads;
+        int which = (int)(rest % 2);  // 0: q, 1: k
+        long long row = rest / 2;
+        T* v = qkv + row * 3 * heads * head_dim + (long long)which * heads * head_dim + (long long)head * head_dim;
+        float c = cos_t[row * half + k], s = sin_t[row * half + k];
+        float a = to_f(v[k]), b = to_f(v[k + half]);
+        v[k] = from_f<T>(a * c - b * s);
+        v[k + half] = from_f<T>(b * c + a * s);
+    }
+}
+
+// out = T(T(silu(gate)) * up) for gu rows [gate (inter) | up (inter)].
+template <typename T>
+__device__ void silu_mul(const T* __restrict__ gu, T* __restrict__ out, long long rows, int inter) {
+    long long n = rows * inter;
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    for (; i < n; i += (long long)gridDim.x * blockDim.x) {
+        long long r = i / inter;
+        int c = (int)(i - r * inter);
+        float g = to_f(gu[r * 2 * inter + c]);
+        float u = to_f(gu[r * 2 * inter + inter + c]);
+        float s = round_to<T>(g / (1.0f + expf(-g)));
+        out[i] = from_f<T>(s * u);
+    }
+}
+
+// x = T(gelu(x)), exact erf form.
+template <typename T>
+__device__ void gelu_erf(T* __restrict__ x, long long n) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    for (; i < n; i += (long long)gridDim.x * blockDim.x) {
+        float v = to_f(x[i]);
+        x[i] = from_f<T>(v * 0.5f * (1.0f + erff(v * 0.70710678118654752f)));
+    }
+}
+
+// Variable-length attention, non-causal, online softmax (FlashAttention-style) on CUDA
+// cores. One block = one head × a tile of up to 64 queries of one segment; tiles[3*b]
+// gives (segment start, segment end, first query). qkv rows [rows, 3, heads, HD];
+// out rows [rows, heads*HD].
+#define ATT_TILE 64
+#define ATT_CHUNK 8
+template <typename T, int HD>
+__device__ void attention(const T* __restrict__ qkv, T* __restrict__ out, const int* __restrict__ tiles,
+                          int heads, float scale) {
+    __shared__ float ks[ATT_TILE][HD];
+    __shared__ float vs[ATT_TILE][HD];
+    int tile = blockIdx.x, head = blockIdx.y;
+    int seg_start = tiles[3 * tile], seg_end = tiles[3 * tile + 1], q0 = tiles[3 * tile + 2];
+    int qi = q0 + threadIdx.x;
+    bool active = qi < seg_end && threadIdx.x < ATT_TILE;
+    long long stride = 3LL * heads * HD;
+    float q[HD], o[HD];
+    float m = -1e30f, l = 0.0f;
+    if (active) {
+        const T* qr = qkv + (long long)qi * stride + (long long)head * HD;
+#pragma unroll
+        for (int d = 0; d < HD; ++d) {
+            q[d] = to_f(qr[d]) * scale;
+            o[d] = 0.0f;
+        }
+    }
+    for (int kt = seg_start; kt < seg_end; kt += ATT_TILE) {
+        int n = min(ATT_TILE, seg_end - kt);
+        for (int e = threadIdx.x; e < n * HD; e += blockDim.x) {
+            int j = e / HD, d = e % HD;
+            const T* row = qkv + (long long)(kt + j) * stride + (long long)head * HD;
+            ks[j][d] = to_f(row[(long long)heads * HD + d]);
+            vs[j][d] = to_f(row[2LL * heads * HD + d]);
+        }
+        __syncthreads();
+        if (active) {
+            for (int c = 0; c < n; c += ATT_CHUNK) {
+                float s[ATT_CHUNK];
+                float mx = m;
+#pragma unroll
+                for (int jj = 0; jj < ATT_CHUNK; ++jj) {
+                    float acc = -1e30f;
+                    if (c + jj < n) {
+                        acc = 0.0f;
+#pragma unroll
+                        for (int d = 0; d < HD; ++d) acc += q[d] * ks[c + jj][d];
+                    }
+                    s[jj] = acc;
+                    mx = fmaxf(mx, acc);
+                }
+                float alpha = __expf(m - mx);
+                l *= alpha;
+#pragma unroll
+                for (int d = 0; d < HD; ++d) o[d] *= alpha;
+#pragma unroll
+                for (int jj = 0; jj < ATT_CHUNK; ++jj) {
+                    if (c + jj < n) {
+                        float p = __expf(s[jj] - mx);
+                        l += p;
+#pragma unroll
+                        for (int d = 0; d < HD; ++d) o[d] += p * vs[c + jj][d];
+                    }
+                }
+                m = mx;
+            }
+        }
+        __syncthreads();
+    }
+    if (active) {
+        T* orow = out + (long long)qi * heads * HD + (long long)head * HD;
+        float inv = 1.0f / l;
+#pragma unroll
+        for (int d = 0; d < HD; ++d) orow[d] = from_f<T>(o[d] * inv);
+    }
+}
+
+// Variable-length attention on tensor cores, bf16 (FlashAttention-2 style): one block of
+// 4 warps = one head × a tile of 64 queries (16 per warp), same tiles as `attention`.
+// S = Q·Kᵀ and O += P·V are mma.sync.m16n8k16 (bf16 in, f32 accumulate); the online
+// softmax runs on the S accumulators in registers (f32), P is rounded to bf16 for P·V as
+// torch's flash kernels do, and the row sums use the f32 P. K and V tiles of 64 keys are
+// staged in shared memory with a padded row stride (conflict-free fragment loads).
+#define TC_WARPS 4
+#define TC_KEYS 64
+__device__ __forceinline__ unsigned int pack_bf16(float lo, float hi) {
+    return (unsigned int)from_f<bf16_t>(lo) | ((unsigned int)from_f<bf16_t>(hi) << 16);
+}
+__device__ __forceinline__ void mma_bf16(float* d, const unsigned int* a, unsigned int b0, unsigned int b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+        "{%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+template <int HD>
+__device__ void attention_tc(const bf16_t* __restrict__ qkv, bf16_t* __restrict__ out, const int* __restrict__ tiles,
+                             int heads, float scale) {
+    constexpr int KC = HD / 16;   // k-chunks of Q·Kᵀ
+    constexpr int NT = HD / 8;    // n-tiles of O
+    constexpr int LD = HD + 8;    // padded shared row (bf16 elements)
+    __shared__ __align__(16) bf16_t ks[TC_KEYS * LD];
+    __shared__ __align__(16) bf16_t vs[TC_KEYS * LD];
+    int tile = blockIdx.x, head = blockIdx.y;
+    int seg_start = tiles[3 * tile], seg_end = tiles[3 * tile + 1], q0 = tiles[3 * tile + 2];
+    int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+    int g = lane >> 2, t = lane & 3;
+    long long stride = 3LL * heads * HD;
+    const bf16_t* base = qkv + (long long)head * HD;
+    // Q fragments (rows g and g+8 of this warp's 16 queries); rows past the segment are 0.
+    int r0 = q0 + warp * 16 + g, r1 = r0 + 8;
+    unsigned int qa[KC][4];
+#pragma unroll
+    for (int c = 0; c < KC; ++c) {
+        int col = c * 16 + t * 2;
+        qa[c][0] = r0 < seg_end ? *(const unsigned int*)(base + r0 * stride + col) : 0u;
+        qa[c][1] = r1 < seg_end ? *(const unsigned int*)(base + r1 * stride + col) : 0u;
+        qa[c][2] = r0 < seg_end ? *(const unsigned int*)(base + r0 * stride + col + 8) : 0u;
+        qa[c][3] = r1 < seg_end ? *(const unsigned int*)(base + r1 * stride + col + 8) : 0u;
+    }
+    float o[NT][4];
+#pragma unroll
+    for (int n = 0; n < NT; ++n) o[n][0] = o[n][1] = o[n][2] = o[n][3] = 0.0f;
+    float m0 = -1e30f, m1 = -1e30f, l0 = 0.0f, l1 = 0.0f;
+    const float sl2 = scale * 1.4426950408889634f;  // exp(x) = exp2(x·log2 e)
+    for (int kt = seg_start; kt < seg_end; kt += TC_KEYS) {
+        int nk = min(TC_KEYS, seg_end - kt);
+        // Stage K and V (16-byte vectors; rows past the segment are zero).
+        for (int e = threadIdx.x; e < TC_KEYS * (HD / 8); e += TC_WARPS * 32) {
+            int j = e / (HD / 8), v8 = (e % (HD / 8)) * 8;
+            uint4 kv = make_uint4(0, 0, 0, 0), vv = kv;
+            if (j < nk) {
+                const bf16_t* row = base + (long long)(kt + j) * stride;
+                kv = *(const uint4*)(row + (long long)heads * HD + v8);
+                vv = *(const uint4*)(row + 2LL * heads * HD + v8);
+            }
+            *(uint4*)(ks + j * LD + v8) = kv;
+            *(uint4*)(vs + j * LD + v8) = vv;
+        }
+        __syncthreads();
+        // S = Q·Kᵀ: 8 n-tiles of 8 keys.
+        float sc[TC_KEYS / 8][4];
+#pragma unroll
+        for (int n = 0; n < TC_KEYS / 8; ++n) {
+            sc[n][0] = sc[n][1] = sc[n][2] = sc[n][3] = 0.0f;
+#pragma unroll
+            for (int c = 0; c < KC; ++c) {
+                const bf16_t* kr = ks + (n * 8 + g) * LD + c * 16 + t * 2;
+                mma_bf16(sc[n], qa[c], *(const unsigned int*)kr, *(const unsigned int*)(kr + 8));
+            }
+        }
+        // Online softmax on rows g (c0, c1) and g+8 (c2, c3).
+        float mx0 = m0, mx1 = m1;
+#pragma unroll
+        for (int n = 0; n < TC_KEYS / 8; ++n) {
+            int key = n * 8 + t * 2;
+#pragma unroll
+            for (int i = 0; i < 2; ++i) {
+                bool valid = key + i < nk;
+                sc[n][i] = valid ? sc[n][i] * sl2 : -1e30f;
+                sc[n][2 + i] = valid ? sc[n][2 + i] * sl2 : -1e30f;
+                mx0 = fmaxf(mx0, sc[n][i]);
+                mx1 = fmaxf(mx1, sc[n][2 + i]);
+            }
+        }
+#pragma unroll
+        for (int off = 1; off < 4; off <<= 1) {
+            mx0 = fmaxf(mx0, __shfl_xor_sync(0xffffffffu, mx0, off));
+            mx1 = fmaxf(mx1, __shfl_xor_sync(0xffffffffu, mx1, off));
+        }
+        float a0 = exp2f(m0 - mx0), a1 = exp2f(m1 - mx1);
+        m0 = mx0;
+        m1 = mx1;
+        l0 *= a0;
+        l1 *= a1;
+#pragma unroll
+        for (int n = 0; n < NT; ++n) {
+            o[n][0] *= a0;
+            o[n][1] *= a0;
+            o[n][2] *= a1;
+            o[n][3] *= a1;
+        }
+#pragma unroll
+        for (int n = 0; n < TC_KEYS / 8; ++n) {
+#pragma unroll
+            for (int i = 0; i < 2; ++i) {
+                sc[n][i] = exp2f(sc[n][i] - m0);
+                sc[n][2 + i] = exp2f(sc[n][2 + i] - m1);
+                l0 += sc[n][i];
+                l1 += sc[n][2 + i];
+            }
+        }
+        // O += P·V: P's accumulators become A fragments (16 keys per k-chunk).
+#pragma unroll
+        for (int kc = 0; kc < TC_KEYS / 16; ++kc) {
+            unsigned int pa[4] = {pack_bf16(sc[2 * kc][0], sc[2 * kc][1]), pack_bf16(sc[2 * kc][2], sc[2 * kc][3]),
+                                  pack_bf16(sc[2 * kc + 1][0], sc[2 * kc + 1][1]),
+                                  pack_bf16(sc[2 * kc + 1][2], sc[2 * kc + 1][3])};
+            const bf16_t* v0 = vs + (kc * 16 + t * 2) * LD + g;
+#pragma unroll
+            for (int n = 0; n < NT; ++n) {
+                const bf16_t* v = v0 + n * 8;
+                unsigned int b0 = (unsigned int)v[0] | ((unsigned int)v[LD] << 16);
+                unsigned int b1 = (unsigned int)v[8 * LD] | ((unsigned int)v[9 * LD] << 16);
+                mma_bf16(o[n], pa, b0, b1);
+            }
+        }
+        __syncthreads();
+    }
+#pragma unroll
+    for (int off = 1; off < 4; off <<= 1) {
+        l0 += __shfl_xor_sync(0xffffffffu, l0, off);
+        l1 += __shfl_xor_sync(0xffffffffu, l1, off);
+    }
+    float i0 = 1.0f / l0, i1 = 1.0f / l1;
+    long long ostride = (long long)heads * HD;
+#pragma unroll
+    for (int n = 0; n < NT; ++n) {
+        int col = head * HD + n * 8 + t * 2;
+        if (r0 < seg_end) *(unsigned int*)(out + r0 * ostride + col) = pack_bf16(o[n][0] * i0, o[n][1] * i0);
+        if (r1 < seg_end) *(unsigned int*)(out + r1 * ostride + col) = pack_bf16(o[n][2] * i1, o[n][3] * i1);
+    }
+}
+extern "C" __global__ void __launch_bounds__(TC_WARPS * 32)
+    attention_tc80_bf16(const bf16_t* qkv, bf16_t* out, const int* tiles, int heads, float scale) {
+    attention_tc<80>(qkv, out, tiles, heads, scale);
+}
+extern "C" __global__ void __launch_bounds__(TC_WARPS * 32)
+    attention_tc32_bf16(const bf16_t* qkv, bf16_t* out, const int* tiles, int heads, float scale) {
+    attention_tc<32>(qkv, out, tiles, heads, scale);
+}
+
+// Entry points, one per element type.
+#define ENTRY_POINTS(SUFFIX, T)                                                                                      \
+    extern "C" __global__ void add_rmsnorm_##SUFFIX(T* x, const T* delta, const T* w, T* out, int cols, float eps) { \
+        add_rmsnorm<T>(x, delta, w, out, cols, eps);                                                                 \
+    }                                                                                                                \
+    extern "C" __global__ void rope_qk_##SUFFIX(T* qkv, const float* c, const float* s, long long rows, int heads,  \
+                                                int hd) { rope_qk<T>(qkv, c, s, rows, heads, hd); }                  \
+    extern "C" __global__ void silu_mul_##SUFFIX(const T* gu, T* out, long long rows, int inter) {                   \
+        silu_mul<T>(gu, out, rows, inter);                                                                           \
+    }                                                                                                                \
+    extern "C" __global__ void gelu_erf_##SUFFIX(T* x, long long n) { gelu_erf<T>(x, n); }                           \
+    extern "C" __global__ void __launch_bounds__(ATT_TILE) attention80_##SUFFIX(const T* qkv, T* out,                 \
+                                                                                const int* tiles, int heads,         \
+                                                                                float scale) {                       \
+        attention<T, 80>(qkv, out, tiles, heads, scale);                                                             \
+    }                                                                                                                \
+    extern "C" __global__ void __launch_bounds__(ATT_TILE) attention32_##SUFFIX(const T* qkv, T* out,                 \
+                                                                                const int* tiles, int heads,         \
+                                                                                float scale) {                       \
+        attention<T, 32>(qkv, out, tiles, heads, scale);                                                             \
+    }
+
+ENTRY_POINTS(f32, float)
+ENTRY_POINTS(bf16, bf16_t)
+
+#define GATHER(S_NAME, S, D_NAME, D)                                                                         \
+    extern "C" __global__ void gather_##S_NAME##_to_##D_NAME(const S* s, D* d, const unsigned int* o,        \
+                                                             long long rows, int cols) {                     \
+        gather_rows<S, D>(s, d, o, rows, cols);                                                              \
+    }
+GATHER(f32, float, f32, float)
+GATHER(f32, float, bf16, bf16_t)
+GATHER(bf16, bf16_t, bf16, bf16_t)
+GATHER(bf16, bf16_t, f32, float)
