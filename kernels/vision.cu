@@ -51,8 +51,11 @@ __device__ float block_sum(float v) {
     return total;
 }
 
-// One row per block: x += delta (rounded to T, when delta is given), then
+// One row per block of 256 threads, the row held in registers (cols <= 8 * 256):
+// x += delta (rounded to T, when delta is given), then
 // out = T(T(x * rsqrt(mean(x^2) + eps)) * w).
+#define NORM_THREADS 256
+#define NORM_PER_THREAD 8
 template <typename T>
 __device__ void add_rmsnorm(T* __restrict__ x, const T* __restrict__ delta, const T* __restrict__ w,
                             T* __restrict__ out, int cols, float eps) {
@@ -60,57 +63,62 @@ __device__ void add_rmsnorm(T* __restrict__ x, const T* __restrict__ delta, cons
     T* xr = x + row * cols;
     const T* dr = delta ? delta + row * cols : nullptr;
     T* orow = out + row * cols;
+    float v[NORM_PER_THREAD];
     float ss = 0.0f;
-    for (int c = threadIdx.x; c < cols; c += blockDim.x) {
-        float v = to_f(xr[c]);
-        if (dr) {
-            v = round_to<T>(v + to_f(dr[c]));
-            xr[c] = from_f<T>(v);
+#pragma unroll
+    for (int k = 0; k < NORM_PER_THREAD; ++k) {
+        int c = threadIdx.x + k * NORM_THREADS;
+        v[k] = 0.0f;
+        if (c < cols) {
+            v[k] = to_f(xr[c]);
+            if (dr) {
+                v[k] = round_to<T>(v[k] + to_f(dr[c]));
+                xr[c] = from_f<T>(v[k]);
+            }
+            ss += v[k] * v[k];
         }
-        ss += v * v;
     }
     float inv = rsqrtf(block_sum(ss) / (float)cols + eps);
-    for (int c = threadIdx.x; c < cols; c += blockDim.x) {
-        float n = round_to<T>(to_f(xr[c]) * inv);
-        orow[c] = from_f<T>(n * to_f(w[c]));
+#pragma unroll
+    for (int k = 0; k < NORM_PER_THREAD; ++k) {
+        int c = threadIdx.x + k * NORM_THREADS;
+        if (c < cols) orow[c] = from_f<T>(round_to<T>(v[k] * inv) * to_f(w[c]));
     }
 }
 
 // 2D rotary embedding on q and k inside the packed qkv rows [rows, 3, heads, head_dim],
-// in float, rounded back to T. cos/sin hold head_dim/2 values per row.
+// in float, rounded back to T. One row per block, one thread per (head, k < head_dim/2);
+// cos/sin hold head_dim/2 values per row.
 template <typename T>
 __device__ void rope_qk(T* __restrict__ qkv, const float* __restrict__ cos_t, const float* __restrict__ sin_t,
-                        long long rows, int heads, int head_dim) {
+                        int heads, int head_dim) {
+    long long row = blockIdx.x;
     int half = head_dim / 2;
-    long long n = rows * 2 * heads * half;
-    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    for (; i < n; i += (long long)gridDim.x * blockDim.x) {
-        int k = (int)(i % half);
-        long long rest = i / half;
-        int head = (int)(rest % heads);
-        rest /= heads;
-        int which = (int)(rest % 2);  // 0: q, 1: k
-        long long row = rest / 2;
+    int head = threadIdx.x / half, k = threadIdx.x % half;
+    float c = cos_t[row * half + k], s = sin_t[row * half + k];
+#pragma unroll
+    for (int which = 0; which < 2; ++which) {  // 0: q, 1: k
         T* v = qkv + row * 3 * heads * head_dim + (long long)which * heads * head_dim + (long long)head * head_dim;
-        float c = cos_t[row * half + k], s = sin_t[row * half + k];
         float a = to_f(v[k]), b = to_f(v[k + half]);
         v[k] = from_f<T>(a * c - b * s);
         v[k + half] = from_f<T>(b * c + a * s);
     }
 }
 
-// out = T(T(silu(gate)) * up) for gu rows [gate (inter) | up (inter)].
+// out = T(T(silu(gate)) * up) for gu rows [gate (inter) | up (inter)]: row blockIdx.y,
+// two columns per thread (inter is even).
 template <typename T>
-__device__ void silu_mul(const T* __restrict__ gu, T* __restrict__ out, long long rows, int inter) {
-    long long n = rows * inter;
-    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    for (; i < n; i += (long long)gridDim.x * blockDim.x) {
-        long long r = i / inter;
-        int c = (int)(i - r * inter);
-        float g = to_f(gu[r * 2 * inter + c]);
-        float u = to_f(gu[r * 2 * inter + inter + c]);
-        float s = round_to<T>(g / (1.0f + expf(-g)));
-        out[i] = from_f<T>(s * u);
+__device__ void silu_mul(const T* __restrict__ gu, T* __restrict__ out, int inter) {
+    long long r = blockIdx.y;
+    int c = 2 * (blockIdx.x * blockDim.x + threadIdx.x);
+    if (c >= inter) return;
+    const T* g = gu + r * 2 * inter;
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+        float gv = to_f(g[c + i]);
+        float u = to_f(g[inter + c + i]);
+        float sv = round_to<T>(gv / (1.0f + expf(-gv)));
+        out[r * inter + c + i] = from_f<T>(sv * u);
     }
 }
 
@@ -357,14 +365,14 @@ extern "C" __global__ void __launch_bounds__(TC_WARPS * 32)
 
 // Entry points, one per element type.
 #define ENTRY_POINTS(SUFFIX, T)                                                                                      \
-    extern "C" __global__ void add_rmsnorm_##SUFFIX(T* x, const T* delta, const T* w, T* out, int cols, float eps) { \
+    extern "C" __global__ void __launch_bounds__(NORM_THREADS)                                                       \
+        add_rmsnorm_##SUFFIX(T* x, const T* delta, const T* w, T* out, int cols, float eps) {                        \
         add_rmsnorm<T>(x, delta, w, out, cols, eps);                                                                 \
     }                                                                                                                \
-    extern "C" __global__ void rope_qk_##SUFFIX(T* qkv, const float* c, const float* s, long long rows, int heads,  \
-                                                int hd) { rope_qk<T>(qkv, c, s, rows, heads, hd); }                  \
-    extern "C" __global__ void silu_mul_##SUFFIX(const T* gu, T* out, long long rows, int inter) {                   \
-        silu_mul<T>(gu, out, rows, inter);                                                                           \
+    extern "C" __global__ void rope_qk_##SUFFIX(T* qkv, const float* c, const float* s, int heads, int hd) {         \
+        rope_qk<T>(qkv, c, s, heads, hd);                                                                            \
     }                                                                                                                \
+    extern "C" __global__ void silu_mul_##SUFFIX(const T* gu, T* out, int inter) { silu_mul<T>(gu, out, inter); }    \
     extern "C" __global__ void gelu_erf_##SUFFIX(T* x, long long n) { gelu_erf<T>(x, n); }                           \
     extern "C" __global__ void __launch_bounds__(ATT_TILE) attention80_##SUFFIX(const T* qkv, T* out,                 \
                                                                                 const int* tiles, int heads,         \

@@ -26,4 +26,5 @@ pip download -q --no-deps -d .carry/wheels qwen-vl-utils==0.0.14
 pip download -q --no-deps --python-version 3.12 --platform manylinux2014_x86_64 --only-binary=:all: \
   -d .carry/wheels grpcio==1.66.2 protobuf==5.29.3
 bench/gpu/make_segments.sh .carry/clips >/dev/null
+bench/transcode/make_clips.sh .carry/clips/transcode >/dev/null
 du -sh .carry/* && du -sh .carry

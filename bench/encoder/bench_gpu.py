@@ -51,12 +51,45 @@ def matmul_peak(n: int = 8192) -> float:
     return 2 * n**3 * 20 / best / 1e12
 
 
+def rel(a: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.abs(a - ref).max() / np.abs(ref).max())
+
+
+def f32_check(args, rows) -> None:
+    """Adds, per batch that reel saved in f32: reel f32 vs HF f32 (the implementation is
+    exact up to f32 rounding), and the bf16 results of both against HF f32 (how far bf16
+    itself moves the result on this model)."""
+    from safetensors.numpy import load_file
+
+    ref_tower = hf_tower(args.model, torch.float32).cuda()
+    bf16_tower = hf_tower(args.model, torch.bfloat16).cuda()
+    for i, row in enumerate(rows):
+        path = args.reel_f32_out / f"batch{i}.safetensors"
+        if not path.is_file():
+            continue
+        grids = parse_batch(row["batch"])
+        pv = torch.from_numpy(pixel_values(1000 + i, row["patches"]))
+        g = torch.tensor(grids, dtype=torch.int64, device="cuda")
+        with torch.no_grad():
+            ref = ref_tower(pv.cuda(), grid_thw=g).pooler_output.cpu().numpy()
+            hf_bf16 = bf16_tower(pv.to("cuda", torch.bfloat16), grid_thw=g).pooler_output.float().cpu().numpy()
+        reel_bf16 = load_file(args.reel_out / f"batch{i}.safetensors")["embeddings"]
+        row["reel_f32_vs_hf_f32"] = rel(load_file(path)["embeddings"], ref)
+        row["hf_bf16_vs_hf_f32"] = rel(hf_bf16, ref)
+        row["reel_bf16_vs_hf_f32"] = rel(reel_bf16, ref)
+        print(f"{row['batch']} vs HF f32: reel f32 {row['reel_f32_vs_hf_f32']:.2e}, reel bf16 "
+              f"{row['reel_bf16_vs_hf_f32']:.2e}, HF bf16 {row['hf_bf16_vs_hf_f32']:.2e}", file=sys.stderr)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", type=Path, required=True)
     ap.add_argument("--batch", action="append", dest="batches")
     ap.add_argument("--iterations", type=int, default=3)
     ap.add_argument("--reel-out", type=Path)
+    ap.add_argument("--reel-f32-out", type=Path,
+                    help="reel's f32 embeddings (reel bench encode --dtype f32 --save DIR) of the first batches: "
+                         "compared, with reel's and HF's bf16 results, against HF in f32")
     args = ap.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False
     peak = matmul_peak()
@@ -100,6 +133,8 @@ def main() -> None:
         rows.append(row)
         del out, x
         torch.cuda.empty_cache()
+    if args.reel_f32_out:
+        f32_check(args, rows)
     print(json.dumps({
         "reference": f"transformers {transformers.__version__} Qwen2_5_VisionTransformerPretrainedModel "
                      f"(sdpa, bf16), torch {torch.__version__}",

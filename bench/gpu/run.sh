@@ -23,7 +23,7 @@ for i in $(seq 50); do cat .carry/clips/seg_h264.h264; done > "$clips/h264_5min.
 h264=$clips/h264_30s.h264; hevc=$clips/hevc_30s.hevc
 
 step() { echo "== $1: rc=$2" | tee -a "$OUT/steps.txt"; }
-# Steps to run (comma-separated): tests, decode, frames, encoder, client.
+# Steps to run (comma-separated): tests, decode, frames, encoder, client, e2e, transcode.
 ONLY=${ONLY:-tests,decode,frames}
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
 
@@ -64,9 +64,14 @@ REEL_REQUIRE_GPU=1 REEL_REPO=$PWD timeout 300 "$BIN/encoder-cuda-tests" --test-t
 step encoder-cuda-tests $?
 model=/tmp/reel-qwen2.5-vl-7b
 [ -f "$model/model.safetensors" ] || "$BIN/reel" model init --arch qwen2.5-vl-7b --random --seed 0 -o "$model" >> "$OUT/steps.txt" 2>&1
-timeout 300 "$BIN/reel" bench encode --model "$model" --device cuda --save /tmp/reel-encode-out ${ENCODE_BATCHES:-} > "$OUT/reel-encode.json" 2>> "$OUT/steps.txt"
+timeout 300 "$BIN/reel" bench encode --model "$model" --device cuda --profile --save /tmp/reel-encode-out ${ENCODE_BATCHES:-} > "$OUT/reel-encode.json" 2>> "$OUT/steps.txt"
 step reel-encode $?
-timeout 400 python3 bench/encoder/bench_gpu.py --model "$model" --reel-out /tmp/reel-encode-out ${ENCODE_BATCHES:-} > "$OUT/peer-encode.json" 2>> "$OUT/steps.txt"
+# f32 on the three single-video grids: exactness on the full-size tower.
+timeout 120 "$BIN/reel" bench encode --model "$model" --device cuda --dtype f32 --iterations 1 --save /tmp/reel-encode-f32 \
+  --batch 30x32x32 --batch 1x74x136 --batch 150x16x16 > "$OUT/reel-encode-f32.json" 2>> "$OUT/steps.txt"
+step reel-encode-f32 $?
+timeout 400 python3 bench/encoder/bench_gpu.py --model "$model" --reel-out /tmp/reel-encode-out \
+  --reel-f32-out /tmp/reel-encode-f32 ${ENCODE_BATCHES:-} > "$OUT/peer-encode.json" 2>> "$OUT/steps.txt"
 step peer-encode $?
 fi
 
@@ -75,9 +80,35 @@ fi
 if want client; then
 python3 -m pip install -q --no-deps --no-build-isolation -e clients/python >> "$log" 2>&1
 REEL_BIN=$PWD/$BIN/reel REEL_TEST_CUDA=1 REEL_TEST_PYTHON=python3 REEL_TEST_DATA=$PWD/tests/data/video \
-  timeout 400 bash clients/python/run_tests.sh -v tests/test_cuda_ipc.py tests/test_hf_e2e.py > "$OUT/client-tests.log" 2>&1
+  timeout 400 bash clients/python/run_tests.sh -v -s tests/test_cuda_ipc.py > "$OUT/client-tests.log" 2>&1
 step client-tests $?
 tail -25 "$OUT/client-tests.log"
+fi
+
+# 7. End to end: 30 s 1080p H.264 → 7B embeddings through reel serve + CUDA IPC, against
+#    OpenCV decode + HF processor + HF tower on the same GPU.
+model=/tmp/reel-qwen2.5-vl-7b
+if want e2e; then
+[ -f "$model/model.safetensors" ] || "$BIN/reel" model init --arch qwen2.5-vl-7b --random --seed 0 -o "$model" >> "$OUT/steps.txt" 2>&1
+python3 -m pip install -q --no-deps --no-build-isolation -e clients/python >> "$log" 2>&1
+timeout 500 python3 bench/serve/bench_e2e.py --reel-bin "$PWD/$BIN/reel" --model "$model" --clip "$h264" \
+  > "$OUT/e2e.json" 2>> "$OUT/steps.txt"
+step e2e $?
+fi
+
+# 8. Transcode: 200 mixed clips (20 distinct x 10) → 7B embeddings, against PyNvVideoCodec +
+#    HF processor + HF tower.
+if want transcode; then
+[ -f "$model/model.safetensors" ] || "$BIN/reel" model init --arch qwen2.5-vl-7b --random --seed 0 -o "$model" >> "$OUT/steps.txt" 2>&1
+rm -rf /tmp/tx-in /tmp/tx-out && mkdir -p /tmp/tx-in
+for f in .carry/clips/transcode/*; do b=$(basename "$f"); for k in $(seq 0 9); do cp "$f" "/tmp/tx-in/r${k}_$b"; done; done
+start=$(date +%s.%N)
+timeout 300 "$BIN/reel" transcode /tmp/tx-in -o /tmp/tx-out --what embeddings --model "$model" --device cuda \
+  --jobs ${TRANSCODE_JOBS:-6} --quiet --json > "$OUT/reel-transcode.json" 2>> "$OUT/steps.txt"
+step reel-transcode $?
+python3 -c "import sys; print('{\"wall_s\": %.3f}' % (float(sys.argv[2]) - float(sys.argv[1])))" "$start" "$(date +%s.%N)" > "$OUT/reel-transcode-wall.json"
+timeout 400 python3 bench/transcode/peer.py /tmp/tx-in --model "$model" > "$OUT/peer-transcode.json" 2>> "$OUT/steps.txt"
+step peer-transcode $?
 fi
 
 grep -E "^test |test result|CUDA vs CPU|worst|max rel|bit-identical|max abs diff|sessions:|Unsupported|reported" "$log" | tail -60

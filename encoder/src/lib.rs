@@ -143,6 +143,23 @@ impl VisionTower {
         tower.forward(pixels, dtype, &plan)
     }
 
+    /// GPU towers: turns per-operation profiling on or off (see [`VisionTower::profile`]).
+    /// While on, every operation of a forward is synchronized and timed, which slows it.
+    pub fn set_profiling(&self, on: bool) {
+        if let Backend::Cuda(t) = &self.backend {
+            t.set_profiling(on);
+        }
+    }
+
+    /// GPU towers with profiling on: seconds per operation (GEMMs by layer kind,
+    /// attention, norms, ...) summed over the forwards since it was turned on.
+    pub fn profile(&self) -> Option<Vec<(String, f64)>> {
+        match &self.backend {
+            Backend::Cuda(t) => t.profile(),
+            Backend::Cpu(_) => None,
+        }
+    }
+
     /// The tower's hyper-parameters.
     pub fn config(&self) -> &VisionConfig {
         &self.cfg

@@ -49,6 +49,10 @@ struct EncodeBench {
     /// Write each batch's embeddings (f32) to DIR/batch<i>.safetensors, for parity checks.
     #[arg(long)]
     save: Option<PathBuf>,
+    /// GPU: after the timed runs, one more run with every operation synchronized and
+    /// timed; reports seconds per operation.
+    #[arg(long)]
+    profile: bool,
 }
 
 #[derive(Debug, Args)]
@@ -254,6 +258,7 @@ fn encode(b: EncodeBench) -> anyhow::Result<()> {
         let flops = plan.flops(&cfg);
         let mut times = Vec::new();
         let mut peak_bytes = None;
+        let mut profile = None;
         let output = match &device {
             crate::engine::Device::Cuda(gpu) => {
                 // Inputs go to the GPU once, as the preprocessing would leave them there.
@@ -289,6 +294,12 @@ fn encode(b: EncodeBench) -> anyhow::Result<()> {
                     let t = Instant::now();
                     drop(tower.encode_device(ptr, dtype, &grids)?);
                     times.push(t.elapsed());
+                }
+                if b.profile {
+                    tower.set_profiling(true);
+                    drop(tower.encode_device(ptr, dtype, &grids)?);
+                    profile = tower.profile();
+                    tower.set_profiling(false);
                 }
                 out.to_host_f32()?
             }
@@ -338,6 +349,7 @@ fn encode(b: EncodeBench) -> anyhow::Result<()> {
             "mfu": peak.map(|p| tflops / p),
             "peak_activation_bytes": peak_bytes,
             "activation_bytes_per_patch": peak_bytes.map(|v| v as f64 / plan.patches as f64),
+            "profile_s": profile.map(|p| p.into_iter().map(|(k, v)| (k, v.into())).collect::<serde_json::Map<_, _>>()),
         }));
     }
     let summary = serde_json::json!({

@@ -33,6 +33,7 @@ _MODE_NAMES = {
     pb.OUTPUT_MODE_CUDA_IPC: "cuda_ipc",
 }
 _DTYPES = {
+    "native": pb.DTYPE_UNSPECIFIED,
     "f32": pb.DTYPE_F32,
     "float32": pb.DTYPE_F32,
     "float": pb.DTYPE_F32,
@@ -196,7 +197,7 @@ class Client:
         resized_width: Optional[int] = None,
         model: str = "",
         output: str = "auto",
-        dtype: str = "f32",
+        dtype: str = "native",
         timeout: Any = _UNSET,
     ) -> Result:
         """Embeds a video with the server's Qwen2.5-VL vision tower.
@@ -207,8 +208,9 @@ class Client:
         streams). Sampling arguments follow qwen-vl-utils (unset: its defaults).
         ``output``: "auto" (CUDA IPC when the server has a GPU and this process has
         torch with CUDA, SHM for other local servers, INLINE for remote ones), "shm",
-        "inline", "cuda_ipc" or "server" (let the server pick). ``dtype``: "f32",
-        "bf16" or "f16".
+        "inline", "cuda_ipc" or "server" (let the server pick). ``dtype``: "native"
+        (the server's: its tower's dtype, e.g. bf16 on a GPU, which CUDA IPC hands over
+        without a conversion), "f32", "bf16" or "f16".
 
         Returns a :class:`Result` with ``tensor`` ``[t*h*w/4, out_hidden]``.
         """
@@ -235,7 +237,7 @@ class Client:
         resized_width: Optional[int] = None,
         model: str = "",
         output: str = "auto",
-        dtype: str = "f32",
+        dtype: str = "native",
         timeout: Any = _UNSET,
     ) -> Result:
         """Samples and preprocesses a video: ``tensor`` is the pixel values

@@ -10,6 +10,7 @@ mod measure;
 
 pub use measure::{gemm_peak_tflops, PoolPeak};
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use cudarc::driver::{
@@ -30,6 +31,8 @@ fn cuda(e: impl std::fmt::Display) -> Error {
 
 /// Rows of the MLP processed per chunk (bounds the activation memory).
 const MLP_ROWS: usize = 32768;
+/// The MLP's intermediate width is padded to a multiple of this many elements.
+const INTER_ALIGN: usize = 64;
 /// Queries per attention block (ATT_TILE in vision.cu).
 const ATT_TILE: usize = 64;
 
@@ -131,6 +134,28 @@ pub(crate) struct CudaTower {
     fc2: Linear,
     /// One forward at a time: they share the stream and the GEMM plans.
     busy: Mutex<()>,
+    /// Seconds per operation over all forwards, when profiling is on.
+    profile: Mutex<Option<BTreeMap<&'static str, f64>>>,
+}
+
+/// Attributes the GPU time between marks to operations (synchronizing at each mark) when
+/// profiling is on; free otherwise.
+struct Marks<'a> {
+    stream: &'a CudaStream,
+    totals: Option<BTreeMap<&'static str, f64>>,
+    last: std::time::Instant,
+}
+
+impl Marks<'_> {
+    fn mark(&mut self, op: &'static str) -> Result<()> {
+        if let Some(totals) = &mut self.totals {
+            self.stream.synchronize().map_err(cuda)?;
+            let now = std::time::Instant::now();
+            *totals.entry(op).or_default() += (now - self.last).as_secs_f64();
+            self.last = now;
+        }
+        Ok(())
+    }
 }
 
 fn host_bytes(t: &HostTensor) -> Vec<u8> {
@@ -169,6 +194,15 @@ impl CudaTower {
                 )))
             }
         };
+        // Launch shapes of kernels/vision.cu: a row of the RMSNorm in 256 threads × 8
+        // registers, one RoPE thread per (head, frequency) of a row.
+        if cfg.hidden_size > 2048 || cfg.num_heads * cfg.head_dim() / 2 > 1024 {
+            return Err(Error::Cuda(format!(
+                "the CUDA kernels take hidden_size <= 2048 and num_heads*head_dim/2 <= 1024, not {} and {}",
+                cfg.hidden_size,
+                cfg.num_heads * cfg.head_dim() / 2
+            )));
+        }
         ctx.bind_to_thread().map_err(cuda)?;
         let stream = ctx.new_stream().map_err(cuda)?;
         let module = reel_kernels::load(&ctx, "vision").map_err(cuda)?;
@@ -199,10 +233,46 @@ impl CudaTower {
                 b: b.map(up).transpose()?,
             })
         };
-        let concat = |a: &HostTensor, b: &HostTensor| -> Result<Buf> {
-            let mut bytes = host_bytes(a);
-            bytes.extend(host_bytes(b));
-            Ok(Buf(stream.clone_htod(&bytes).map_err(cuda)?))
+        // The MLP's intermediate width padded to a multiple of INTER_ALIGN (3420 → 3456 in
+        // the released towers) with zero gate/up rows and zero down columns: silu(0)·0 = 0
+        // and zero columns add exact zeros, so results are unchanged, while every GEMM row
+        // stays 16-byte aligned (cuBLASLt's fast tensor-core kernels need it).
+        let padded = |inter: usize| inter.next_multiple_of(INTER_ALIGN);
+        let es = dtype.size_in_bytes();
+        let pad_rows = |t: &HostTensor, rows: usize| -> Vec<u8> {
+            let mut bytes = host_bytes(t);
+            let row = t.shape.get(1).copied().unwrap_or(1) * es;
+            bytes.resize(rows * row, 0);
+            bytes
+        };
+        let gate_up = |b: &crate::weights::BlockWeights| -> Result<Linear> {
+            let (inter, inp) = (b.gate_w.shape[0], b.gate_w.shape[1]);
+            let p = padded(inter);
+            let mut w = pad_rows(&b.gate_w, p);
+            w.extend(pad_rows(&b.up_w, p));
+            let mut bias = pad_rows(&b.gate_b, p);
+            bias.extend(pad_rows(&b.up_b, p));
+            Ok(Linear {
+                w: Buf(stream.clone_htod(&w).map_err(cuda)?),
+                b: Some(Buf(stream.clone_htod(&bias).map_err(cuda)?)),
+                out: 2 * p,
+                inp,
+            })
+        };
+        let down = |b: &crate::weights::BlockWeights| -> Result<Linear> {
+            let (out, inter) = (b.down_w.shape[0], b.down_w.shape[1]);
+            let p = padded(inter);
+            let src = host_bytes(&b.down_w);
+            let mut w = vec![0u8; out * p * es];
+            for (dst, row) in w.chunks_exact_mut(p * es).zip(src.chunks_exact(inter * es)) {
+                dst[..row.len()].copy_from_slice(row);
+            }
+            Ok(Linear {
+                w: Buf(stream.clone_htod(&w).map_err(cuda)?),
+                b: Some(up(&b.down_b)?),
+                out,
+                inp: p,
+            })
         };
         let blocks = w
             .blocks
@@ -214,13 +284,8 @@ impl CudaTower {
                     norm2: up(&b.norm2)?,
                     qkv: linear(&b.qkv_w, Some(&b.qkv_b))?,
                     proj: linear(&b.proj_w, Some(&b.proj_b))?,
-                    gate_up: Linear {
-                        w: concat(&b.gate_w, &b.up_w)?,
-                        b: Some(concat(&b.gate_b, &b.up_b)?),
-                        out: 2 * b.gate_w.shape[0],
-                        inp: b.gate_w.shape[1],
-                    },
-                    down: linear(&b.down_w, Some(&b.down_b))?,
+                    gate_up: gate_up(b)?,
+                    down: down(b)?,
                     full_attention: cfg.is_full_attention(i),
                 })
             })
@@ -237,6 +302,7 @@ impl CudaTower {
             cfg,
             dtype,
             busy: Mutex::new(()),
+            profile: Mutex::new(None),
         };
         tower.stream.synchronize().map_err(cuda)?;
         Ok(tower)
@@ -314,6 +380,19 @@ impl CudaTower {
         out
     }
 
+    /// Turns per-operation profiling on (each operation is then synchronized and timed:
+    /// slower, for finding where the time goes) or off, clearing the totals.
+    pub(crate) fn set_profiling(&self, on: bool) {
+        *self.profile.lock().expect("profile lock") = on.then(BTreeMap::new);
+    }
+
+    /// Seconds per operation summed over the forwards since profiling was turned on.
+    pub(crate) fn profile(&self) -> Option<Vec<(String, f64)>> {
+        let p = self.profile.lock().expect("profile lock");
+        p.as_ref()
+            .map(|m| m.iter().map(|(k, v)| (k.to_string(), *v)).collect())
+    }
+
     /// Encodes pixel values already in device memory (`rows × patch_dim` of `dtype` at
     /// `pixels`). The result stays on the device.
     pub(crate) fn forward(
@@ -330,6 +409,16 @@ impl CudaTower {
         let (hid, heads, hd) = (cfg.hidden_size, cfg.num_heads, cfg.head_dim());
         let inter = self.blocks.first().map_or(0, |b| b.gate_up.out / 2);
         let es = self.esize() as u64;
+        let mut marks = Marks {
+            stream: s,
+            totals: self
+                .profile
+                .lock()
+                .expect("profile lock")
+                .as_ref()
+                .map(|_| BTreeMap::new()),
+            last: std::time::Instant::now(),
+        };
 
         // Inputs of the plan.
         let order = s.clone_htod(&plan.patch_order()).map_err(cuda)?;
@@ -370,6 +459,7 @@ impl CudaTower {
             act.ptr(s),
         );
 
+        marks.mark("setup")?;
         // Window order, model dtype, patch embedding.
         let gather = match dtype {
             InputDtype::F32 => &self.k.gather_in_f32,
@@ -386,26 +476,34 @@ impl CudaTower {
             &rows_i,
             &cols_i
         )?;
+        marks.mark("gather")?;
         self.linear(&self.patch_embed, input_p, x_p, n)?;
+        marks.mark("patch_embed")?;
 
         let scale = 1.0f32 / (hd as f32).sqrt();
-        let (heads_i, hd_i, rows_l) = (heads as i32, hd as i32, n as i64);
+        let (heads_i, hd_i) = (heads as i32, hd as i32);
         let mut pending_delta: Option<u64> = None;
         for blk in &self.blocks {
             // x += previous MLP output; h = norm1(x)
             self.rmsnorm(x_p, pending_delta, &blk.norm1, h_p, n)?;
+            marks.mark("rmsnorm")?;
             self.linear(&blk.qkv, h_p, qkv_p, n)?;
+            marks.mark("qkv")?;
             launch!(
                 self,
                 &self.k.rope,
-                Self::grid_stride(n * heads * hd),
+                LaunchConfig {
+                    grid_dim: (n as u32, 1, 1),
+                    block_dim: ((heads * hd / 2) as u32, 1, 1),
+                    shared_mem_bytes: 0,
+                },
                 &qkv_p,
                 &cos_p,
                 &sin_p,
-                &rows_l,
                 &heads_i,
                 &hd_i
             )?;
+            marks.mark("rope")?;
             let (tiles_p, ntiles) = if blk.full_attention {
                 (ft_p, full_tiles.len() / 3)
             } else {
@@ -426,34 +524,45 @@ impl CudaTower {
                 &heads_i,
                 &scale
             )?;
+            marks.mark("attention")?;
             self.linear(&blk.proj, attn_p, delta_p, n)?;
+            marks.mark("proj")?;
             // x += attention output; h = norm2(x)
             self.rmsnorm(x_p, Some(delta_p), &blk.norm2, h_p, n)?;
+            marks.mark("rmsnorm")?;
             for start in (0..n).step_by(chunk) {
                 let rows = chunk.min(n - start);
                 let off = start as u64 * hid as u64 * es;
                 self.linear(&blk.gate_up, h_p + off, gu_p, rows)?;
-                let (r, inter_i) = (rows as i64, inter as i32);
+                marks.mark("gate_up")?;
+                let inter_i = inter as i32;
                 launch!(
                     self,
                     &self.k.silu_mul,
-                    Self::grid_stride(rows * inter),
+                    LaunchConfig {
+                        grid_dim: ((inter / 2).div_ceil(256) as u32, rows as u32, 1),
+                        block_dim: (256, 1, 1),
+                        shared_mem_bytes: 0,
+                    },
                     &gu_p,
                     &act_p,
-                    &r,
                     &inter_i
                 )?;
+                marks.mark("silu_mul")?;
                 self.linear(&blk.down, act_p, delta_p + off, rows)?;
+                marks.mark("down")?;
             }
             pending_delta = Some(delta_p);
         }
         // x += last MLP output; merger RMSNorm.
         self.rmsnorm(x_p, pending_delta, &self.ln_q, h_p, n)?;
+        marks.mark("rmsnorm")?;
         let tokens = plan.tokens;
         let wide = hid * plan.merge_unit;
         let f1 = self.alloc(tokens * wide)?;
         let f1_p = f1.ptr(s);
         self.linear(&self.fc1, h_p, f1_p, tokens)?;
+        marks.mark("merger")?;
         let len = (tokens * wide) as i64;
         launch!(
             self,
@@ -462,10 +571,12 @@ impl CudaTower {
             &f1_p,
             &len
         )?;
+        marks.mark("merger")?;
         let out_hidden = cfg.out_hidden_size;
         let f2 = self.alloc(tokens * out_hidden)?;
         let f2_p = f2.ptr(s);
         self.linear(&self.fc2, f1_p, f2_p, tokens)?;
+        marks.mark("merger")?;
         // Back to input order.
         let out = self.alloc(tokens * out_hidden)?;
         let out_p = out.ptr(s);
@@ -480,7 +591,16 @@ impl CudaTower {
             &tok_i,
             &oh_i
         )?;
+        marks.mark("gather")?;
         s.synchronize().map_err(cuda)?;
+        if let Some(totals) = marks.totals {
+            let mut p = self.profile.lock().expect("profile lock");
+            if let Some(all) = p.as_mut() {
+                for (op, t) in totals {
+                    *all.entry(op).or_default() += t;
+                }
+            }
+        }
         Ok(DeviceEmbeddings {
             buffer: out.0,
             rows: tokens,
