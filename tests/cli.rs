@@ -217,3 +217,40 @@ fn transcode_shards_cover_the_inputs_once() {
         .count();
     assert_eq!(total, all, "shards missed videos");
 }
+
+/// Copies of one file in one run (equal content hashes) land in one shard under distinct
+/// tensor names, each row pointing at its own tensors.
+#[test]
+fn transcode_keeps_copies_of_a_file_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let inputs = dir.path().join("in");
+    std::fs::create_dir(&inputs).unwrap();
+    for copy in ["a.mp4", "b.mp4", "c.mp4"] {
+        std::fs::copy(data("video/h264_main_bframes.mp4"), inputs.join(copy)).unwrap();
+    }
+    let out = dir.path().join("out");
+    run_ok(
+        reel()
+            .args(["transcode", "--device", "cpu", "--quiet", "-o"])
+            .arg(&out)
+            .arg(&inputs),
+    );
+    let rows: Vec<Value> = std::fs::read_to_string(out.join("manifest.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 3);
+    let names: std::collections::BTreeSet<&str> = rows
+        .iter()
+        .map(|r| r["tensors"]["pixel_values"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 3, "tensor names collide: {names:?}");
+    for row in &rows {
+        assert_eq!(row["status"], "ok");
+        let shard = std::fs::read(out.join(row["shard"].as_str().unwrap())).unwrap();
+        let st = SafeTensors::deserialize(&shard).unwrap();
+        st.tensor(row["tensors"]["pixel_values"].as_str().unwrap())
+            .unwrap();
+    }
+}

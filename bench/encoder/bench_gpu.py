@@ -92,6 +92,7 @@ def main() -> None:
                          "compared, with reel's and HF's bf16 results, against HF in f32")
     args = ap.parse_args()
     torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False  # the patch embedding is a Conv3d
     peak = matmul_peak()
     print(f"torch bf16 matmul peak: {peak:.0f} TFLOP/s", file=sys.stderr)
     tower = hf_tower(args.model, torch.bfloat16).cuda()

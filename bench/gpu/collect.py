@@ -12,8 +12,15 @@ from datetime import date
 
 
 def load(folder, name):
+    """The JSON document in a result file (after any log lines a peer library printed)."""
     path = os.path.join(folder, name)
-    return json.load(open(path)) if os.path.exists(path) else None
+    if not os.path.exists(path):
+        return None
+    text = open(path).read()
+    start = min((i for i in (text.find("{"), text.find("[")) if i >= 0), default=0)
+    if not text.startswith(("{", "[")):
+        start = max(text.rfind("\n{"), text.rfind("\n[")) + 1
+    return json.loads(text[start:])
 
 
 def main():

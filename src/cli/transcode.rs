@@ -452,7 +452,9 @@ pub fn run(args: TranscodeArgs) -> anyhow::Result<()> {
                     ok += 1;
                     frames_sampled += p.sampled;
                     video_frames += p.stream["frame_count"].as_u64().unwrap_or(0) as usize;
-                    let key = item.hash[..16].to_string();
+                    // Content hash + this run's ordinal: files with equal content (copies)
+                    // still get distinct tensor names in a shard.
+                    let key = format!("{}-{ok}", &item.hash[..16]);
                     let plan = &p.outcome_plan;
                     let mut tensors = Vec::new();
                     let mut names = HashMap::new();

@@ -7,8 +7,18 @@
 
 from ._errors import ReelError
 from .client import Client
+from .dataset import TranscodeDataset, TranscodeFileNotFoundError, TranscodeFormatError, collate_qwen
 from .result import Result
 
 __version__ = "0.1.0"
 
-__all__ = ["Client", "Result", "ReelError", "__version__"]
+__all__ = [
+    "Client",
+    "Result",
+    "ReelError",
+    "TranscodeDataset",
+    "TranscodeFileNotFoundError",
+    "TranscodeFormatError",
+    "collate_qwen",
+    "__version__",
+]
