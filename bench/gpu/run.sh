@@ -23,7 +23,8 @@ for i in $(seq 50); do cat .carry/clips/seg_h264.h264; done > "$clips/h264_5min.
 h264=$clips/h264_30s.h264; hevc=$clips/hevc_30s.hevc
 
 step() { echo "== $1: rc=$2" | tee -a "$OUT/steps.txt"; }
-# Steps to run (comma-separated): tests, decode, frames, encoder, client, e2e, transcode.
+# Steps to run (comma-separated): tests, decode, frames, encoder, client, e2e, handoff,
+# transcode.
 ONLY=${ONLY:-tests,decode,frames}
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
 
@@ -94,6 +95,15 @@ python3 -m pip install -q --no-deps --no-build-isolation -e clients/python >> "$
 timeout 500 python3 bench/serve/bench_e2e.py --reel-bin "$PWD/$BIN/reel" --model "$model" --clip "$h264" \
   > "$OUT/e2e.json" 2>> "$OUT/steps.txt"
 step e2e $?
+fi
+
+# 7b. Handoff: CUDA IPC vs INLINE for the same result (a 1080p clip of the transcode set).
+if want handoff; then
+[ -f "$model/model.safetensors" ] || "$BIN/reel" model init --arch qwen2.5-vl-7b --random --seed 0 -o "$model" >> "$OUT/steps.txt" 2>&1
+python3 -m pip install -q --no-deps --no-build-isolation -e clients/python >> "$log" 2>&1
+timeout 200 python3 bench/serve/bench_e2e.py --reel-bin "$PWD/$BIN/reel" --model "$model" --handoff-only --videos 1 \
+  --clip "$(ls .carry/clips/transcode/clip02_*)" --workdir /tmp/reel-handoff > "$OUT/handoff.json" 2>> "$OUT/steps.txt"
+step handoff $?
 fi
 
 # 8. Transcode: 200 mixed clips (20 distinct x 10) → 7B embeddings, against PyNvVideoCodec +

@@ -85,13 +85,45 @@ def reel_side(args, videos, media):
                 torch.cuda.synchronize()
                 shapes[tuple(t.shape)] = str(t.dtype)
 
-        out = measure(run_one, videos, args.concurrency, args.requests, args.latency_runs)
-        out["embedding_shapes"] = [f"{list(k)} {v}" for k, v in shapes.items()]
+        if args.handoff_only:
+            out = {"handoff": handoff(client, videos[0])}
+        else:
+            out = measure(run_one, videos, args.concurrency, args.requests, args.latency_runs)
+            out["embedding_shapes"] = [f"{list(k)} {v}" for k, v in shapes.items()]
         client.close()
         return out
     finally:
         server.terminate()
         server.wait(30)
+
+
+def handoff(client, path, runs=5):
+    """Time from the server's result being published to a usable CUDA tensor in this
+    process, CUDA IPC vs the same tensor INLINE: client wall time minus the server's own
+    total_s (which ends when the result is published; its publish_s, the copy into the IPC
+    pool or to host memory, is reported apart), and the bytes each way copies."""
+    out = {}
+    for mode in ("cuda_ipc", "inline"):
+        times, publish = [], []
+        for i in range(runs + 1):
+            t = time.perf_counter()
+            with client.embed(path, output=mode) as r:
+                x = r.tensor if mode == "cuda_ipc" else r.tensor.cuda()
+                torch.cuda.synchronize()
+                wall = time.perf_counter() - t
+                nbytes = x.numel() * x.element_size()
+                if i:  # the first run opens the IPC pool / warms up
+                    times.append(wall - r.timings["total_s"])
+                    publish.append(r.timings["publish_s"])
+        out[mode] = {"median_s": statistics.median(times), "min_s": min(times), "runs": len(times),
+                     "server_publish_s": statistics.median(publish),
+                     "tensor_bytes": nbytes,
+                     "bytes_copied": (nbytes if mode == "cuda_ipc" else 3 * nbytes),
+                     "copies": ("device→device into the IPC pool (server)" if mode == "cuda_ipc" else
+                                "device→host (server), gRPC to the client, host→device (client)")}
+        print(f"handoff {mode}: {out[mode]['median_s'] * 1e3:.2f} ms, {nbytes / 1e6:.1f} MB tensor", file=sys.stderr)
+    out["ratio"] = out["inline"]["median_s"] / out["cuda_ipc"]["median_s"]
+    return out
 
 
 def baseline_side(args, videos):
@@ -146,6 +178,8 @@ def main():
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/reel-e2e"))
     ap.add_argument("--skip-baseline", action="store_true")
+    ap.add_argument("--handoff-only", action="store_true",
+                    help="only the CUDA IPC vs INLINE handoff measurement (no baseline)")
     args = ap.parse_args()
     media = args.workdir / "media"
     shutil.rmtree(args.workdir, ignore_errors=True)
@@ -159,7 +193,7 @@ def main():
     result = {"clip": args.clip.name, "videos": args.videos, "device": torch.cuda.get_device_name(),
               "reel": reel_side(args, videos, media)}
     print(f"reel: {json.dumps(result['reel'])}", file=sys.stderr)
-    if not args.skip_baseline:
+    if not (args.skip_baseline or args.handoff_only):
         result["baseline"] = baseline_side(args, videos)
         print(f"baseline: {json.dumps(result['baseline'])}", file=sys.stderr)
         r, b = result["reel"], result["baseline"]

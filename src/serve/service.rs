@@ -363,6 +363,15 @@ impl ReelService {
                         return Ok(ipc_descriptor(d, pool, slot, &state, conn));
                     }
                 }
+                // Unspecified means the result's own dtype, whatever the output mode.
+                let dtype = match (&tensor, dtype) {
+                    (Tensor::DeviceEmbeddings(e), pb::Dtype::Unspecified)
+                        if e.dtype == reel_encoder::DType::BF16 =>
+                    {
+                        pb::Dtype::Bf16
+                    }
+                    (_, d) => d,
+                };
                 let values = tensor.into_host_f32().map_err(internal)?;
                 let (bytes, dtype) = dtype_bytes(&values, dtype);
                 d.dtype = dtype as i32;
