@@ -47,24 +47,7 @@ fn committed_config_matches_arch_tiny() {
 /// Encoding a batch equals encoding its items one by one (items never attend to each other).
 #[test]
 fn batch_equals_separate_items() {
-    let tower = VisionTower::load(&tiny_dir(), DType::F32).unwrap();
-    let grids = [[2, 8, 8], [1, 6, 10], [1, 4, 4]];
-    let items: Vec<Vec<f32>> = grids
-        .iter()
-        .enumerate()
-        .map(|(i, g)| pixel_values(100 + i as u64, g.iter().product(), 1176))
-        .collect();
-    let all: Vec<f32> = items.concat();
-    let batch = tower.encode(&all, &grids).unwrap();
-    let mut off = 0;
-    for (g, pv) in grids.iter().zip(&items) {
-        let one = tower.encode(pv, &[*g]).unwrap();
-        let n = one.data.len();
-        let err = rel_err(&batch.data[off..off + n], &one.data);
-        assert!(err < 1e-6, "grid {g:?}: batch vs single {err:.3e}");
-        off += n;
-    }
-    assert_eq!(off, batch.data.len());
+    assert_batch_equals_separate(&VisionTower::load(&tiny_dir(), DType::F32).unwrap());
 }
 
 /// Every temporal slice of a video is encoded independently (full attention is per slice,

@@ -191,3 +191,24 @@ pub fn assert_slices_independent(tower: &VisionTower) {
         assert!(err < 1e-6, "slice {t}: whole vs slice {err:.3e}");
     }
 }
+
+/// Asserts that encoding three items in one batch gives each item's rows of encoding it
+/// alone (items never attend to each other).
+pub fn assert_batch_equals_separate(tower: &VisionTower) {
+    let grids = [[2, 8, 8], [1, 6, 10], [1, 4, 4]];
+    let items: Vec<Vec<f32>> = grids
+        .iter()
+        .enumerate()
+        .map(|(i, g)| pixel_values(100 + i as u64, g.iter().product(), 1176))
+        .collect();
+    let batch = tower.encode(&items.concat(), &grids).unwrap();
+    let mut off = 0;
+    for (g, pv) in grids.iter().zip(&items) {
+        let one = tower.encode(pv, &[*g]).unwrap();
+        let n = one.data.len();
+        let err = rel_err(&batch.data[off..off + n], &one.data);
+        assert!(err < 1e-6, "grid {g:?}: batch vs single {err:.3e}");
+        off += n;
+    }
+    assert_eq!(off, batch.data.len());
+}
