@@ -219,22 +219,13 @@ pub fn load_tower(
     device: &Device,
 ) -> anyhow::Result<reel_encoder::VisionTower> {
     use reel_encoder::{DType, VisionTower};
+    let dtype = match (dtype, device) {
+        ("auto", Device::Cuda(_)) => DType::BF16,
+        ("auto", Device::Cpu) => DType::F32,
+        (name, _) => DType::from_name(name)?,
+    };
     Ok(match device {
-        Device::Cuda(gpu) => {
-            let dtype = if dtype == "auto" {
-                DType::BF16
-            } else {
-                DType::from_name(dtype)?
-            };
-            VisionTower::load_cuda(dir, dtype, gpu.context().clone())?
-        }
-        Device::Cpu => {
-            let dtype = if dtype == "auto" {
-                DType::F32
-            } else {
-                DType::from_name(dtype)?
-            };
-            VisionTower::load(dir, dtype)?
-        }
+        Device::Cuda(gpu) => VisionTower::load_cuda(dir, dtype, gpu.context().clone())?,
+        Device::Cpu => VisionTower::load(dir, dtype)?,
     })
 }

@@ -53,6 +53,11 @@ fn bytemuck_f32(data: &[f32]) -> &[u8] {
     unsafe { std::slice::from_raw_parts(data.as_ptr().cast::<u8>(), len) }
 }
 
+/// Little-endian bytes of f32 values (an owned copy).
+pub fn f32_bytes(values: &[f32]) -> Vec<u8> {
+    bytemuck_f32(values).to_vec()
+}
+
 /// Little-endian bytes of i64 values.
 pub fn i64_bytes(values: &[i64]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
@@ -61,6 +66,59 @@ pub fn i64_bytes(values: &[i64]) -> Vec<u8> {
 /// Little-endian bytes of f64 values.
 pub fn f64_bytes(values: &[f64]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
+/// The sampling plan's tensors, written beside pixel values or embeddings:
+/// `video_grid_thw` [1, 3] i64, `frame_indices` [frames] i64, `timestamps` [frames] f64
+/// and `second_per_grid_ts` [1] f64.
+pub struct PlanTensors {
+    grid: Vec<u8>,
+    frame_indices: Vec<u8>,
+    timestamps: Vec<u8>,
+    second_per_grid: Vec<u8>,
+    frames: usize,
+}
+
+impl PlanTensors {
+    pub fn new(plan: &reel_codec::SamplePlan) -> Self {
+        let indices: Vec<i64> = plan.frames.iter().map(|&f| f as i64).collect();
+        Self {
+            grid: i64_bytes(&plan.grid_thw.map(|v| v as i64)),
+            frame_indices: i64_bytes(&indices),
+            timestamps: f64_bytes(&plan.timestamps),
+            second_per_grid: f64_bytes(&[plan.second_per_grid_t]),
+            frames: indices.len(),
+        }
+    }
+
+    /// `video_grid_thw`, `frame_indices` and `timestamps`, plus `second_per_grid_ts` when
+    /// `with_second_per_grid`.
+    pub fn tensors(&self, with_second_per_grid: bool) -> Vec<Tensor<'_>> {
+        let mut out = vec![
+            Tensor::new("video_grid_thw", Dtype::I64, vec![1, 3], &self.grid),
+            Tensor::new(
+                "frame_indices",
+                Dtype::I64,
+                vec![self.frames],
+                &self.frame_indices,
+            ),
+            Tensor::new(
+                "timestamps",
+                Dtype::F64,
+                vec![self.frames],
+                &self.timestamps,
+            ),
+        ];
+        if with_second_per_grid {
+            out.push(Tensor::new(
+                "second_per_grid_ts",
+                Dtype::F64,
+                vec![1],
+                &self.second_per_grid,
+            ));
+        }
+        out
+    }
 }
 
 /// Writes a safetensors file atomically: to a temporary file in the same folder,

@@ -35,6 +35,8 @@ from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests" / "golden" / "encoder"))
+from make_encoder_golden import pixel_values  # noqa: E402  (the goldens' seeded inputs)
 WORK = REPO / "bench" / "work" / "encoder"
 BIN = REPO / "target" / "release" / "examples" / "bench_cpu"
 
@@ -68,20 +70,6 @@ CONFIGS = {
 }
 DEFAULT = "tiny-f32,tiny-bf16,mid-f32,mid-bf16,7b-f32,7b-bf16"
 TORCH_DTYPE = {"f32": torch.float32, "bf16": torch.bfloat16}
-M64 = (1 << 64) - 1
-
-
-def pixel_values(seed: int, rows: int, cols: int = 1176) -> np.ndarray:
-    """Same generator as tests/golden/encoder and the bench_cpu example."""
-    with np.errstate(over="ignore"):
-        i = np.arange(rows * cols, dtype=np.uint64)
-        z = np.uint64((seed * 0x9E3779B97F4A7C15) & M64) + i
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
-    return ((z >> np.uint64(40)).astype(np.float32) * np.float32(2.0**-22) - np.float32(2.0)).reshape(rows, cols)
-
-
 def model_dir(model: str, threads: int) -> Path:
     d = WORK / model
     if (d / "model.safetensors").is_file():

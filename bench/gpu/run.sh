@@ -27,6 +27,11 @@ step() { echo "== $1: rc=$2" | tee -a "$OUT/steps.txt"; }
 # transcode.
 ONLY=${ONLY:-tests,decode,frames}
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
+# The random 7B tower (written once per machine) and the Python plugin, for the steps
+# that need them.
+model=/tmp/reel-qwen2.5-vl-7b
+model_7b() { [ -f "$model/model.safetensors" ] || "$BIN/reel" model init --arch qwen2.5-vl-7b --random --seed 0 -o "$model" >> "$OUT/steps.txt" 2>&1; }
+install_client() { python3 -m pip install -q --no-deps --no-build-isolation -e clients/python >> "$log" 2>&1; }
 
 # 1. Correctness on the GPU (fails, not skips, without a usable GPU).
 if want tests; then
@@ -63,8 +68,7 @@ fi
 if want encoder; then
 REEL_REQUIRE_GPU=1 REEL_REPO=$PWD timeout 300 "$BIN/encoder-cuda-tests" --test-threads=1 --nocapture >> "$log" 2>&1
 step encoder-cuda-tests $?
-model=/tmp/reel-qwen2.5-vl-7b
-[ -f "$model/model.safetensors" ] || "$BIN/reel" model init --arch qwen2.5-vl-7b --random --seed 0 -o "$model" >> "$OUT/steps.txt" 2>&1
+model_7b
 timeout 300 "$BIN/reel" bench encode --model "$model" --device cuda --profile --save /tmp/reel-encode-out ${ENCODE_BATCHES:-} > "$OUT/reel-encode.json" 2>> "$OUT/steps.txt"
 step reel-encode $?
 # f32 on the three single-video grids: exactness on the full-size tower.
@@ -79,7 +83,7 @@ fi
 # 6. The Python plugin against a GPU server: CUDA IPC zero-copy, and the HF generate proof
 #    with reel's embeddings handed over through CUDA IPC.
 if want client; then
-python3 -m pip install -q --no-deps --no-build-isolation -e clients/python >> "$log" 2>&1
+install_client
 REEL_BIN=$PWD/$BIN/reel REEL_TEST_CUDA=1 REEL_TEST_PYTHON=python3 REEL_TEST_DATA=$PWD/tests/data/video \
   timeout 400 bash clients/python/run_tests.sh -v -s tests/test_cuda_ipc.py > "$OUT/client-tests.log" 2>&1
 step client-tests $?
@@ -88,10 +92,9 @@ fi
 
 # 7. End to end: 30 s 1080p H.264 → 7B embeddings through reel serve + CUDA IPC, against
 #    OpenCV decode + HF processor + HF tower on the same GPU.
-model=/tmp/reel-qwen2.5-vl-7b
 if want e2e; then
-[ -f "$model/model.safetensors" ] || "$BIN/reel" model init --arch qwen2.5-vl-7b --random --seed 0 -o "$model" >> "$OUT/steps.txt" 2>&1
-python3 -m pip install -q --no-deps --no-build-isolation -e clients/python >> "$log" 2>&1
+model_7b
+install_client
 timeout 500 python3 bench/serve/bench_e2e.py --reel-bin "$PWD/$BIN/reel" --model "$model" --clip "$h264" \
   > "$OUT/e2e.json" 2>> "$OUT/steps.txt"
 step e2e $?
@@ -99,8 +102,8 @@ fi
 
 # 7b. Handoff: CUDA IPC vs INLINE for the same result (a 1080p clip of the transcode set).
 if want handoff; then
-[ -f "$model/model.safetensors" ] || "$BIN/reel" model init --arch qwen2.5-vl-7b --random --seed 0 -o "$model" >> "$OUT/steps.txt" 2>&1
-python3 -m pip install -q --no-deps --no-build-isolation -e clients/python >> "$log" 2>&1
+model_7b
+install_client
 timeout 200 python3 bench/serve/bench_e2e.py --reel-bin "$PWD/$BIN/reel" --model "$model" --handoff-only --videos 1 \
   --clip "$(ls .carry/clips/transcode/clip02_*)" --workdir /tmp/reel-handoff > "$OUT/handoff.json" 2>> "$OUT/steps.txt"
 step handoff $?
@@ -109,7 +112,7 @@ fi
 # 8. Transcode: 200 mixed clips (20 distinct x 10) → 7B embeddings, against PyNvVideoCodec +
 #    HF processor + HF tower.
 if want transcode; then
-[ -f "$model/model.safetensors" ] || "$BIN/reel" model init --arch qwen2.5-vl-7b --random --seed 0 -o "$model" >> "$OUT/steps.txt" 2>&1
+model_7b
 rm -rf /tmp/tx-in /tmp/tx-out && mkdir -p /tmp/tx-in
 for f in .carry/clips/transcode/*; do b=$(basename "$f"); for k in $(seq 0 9); do cp "$f" "/tmp/tx-in/r${k}_$b"; done; done
 start=$(date +%s.%N)

@@ -7,11 +7,10 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
-use safetensors::Dtype;
 
 use super::sampling::SamplingArgs;
 use crate::job::{self, Input, Want};
-use crate::output::{f64_bytes, i64_bytes, write_safetensors, Tensor};
+use crate::output::{write_safetensors, PlanTensors, Tensor};
 
 #[derive(Debug, Args)]
 pub struct EmbedArgs {
@@ -60,30 +59,9 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
     let plan = &outcome.plan;
     let t_write = Instant::now();
     let embeddings = outcome.tensor.into_host_f32()?;
-    let frame_indices: Vec<i64> = plan.frames.iter().map(|&f| f as i64).collect();
-    let (grid_bytes, index_bytes, time_bytes, spg_bytes) = (
-        i64_bytes(&plan.grid_thw.map(|v| v as i64)),
-        i64_bytes(&frame_indices),
-        f64_bytes(&plan.timestamps),
-        f64_bytes(&[plan.second_per_grid_t]),
-    );
-    let tensors = [
-        Tensor::f32("embeddings", vec![rows, hidden], &embeddings),
-        Tensor::new("video_grid_thw", Dtype::I64, vec![1, 3], &grid_bytes),
-        Tensor::new("second_per_grid_ts", Dtype::F64, vec![1], &spg_bytes),
-        Tensor::new(
-            "frame_indices",
-            Dtype::I64,
-            vec![frame_indices.len()],
-            &index_bytes,
-        ),
-        Tensor::new(
-            "timestamps",
-            Dtype::F64,
-            vec![plan.timestamps.len()],
-            &time_bytes,
-        ),
-    ];
+    let plan_tensors = PlanTensors::new(plan);
+    let mut tensors = vec![Tensor::f32("embeddings", vec![rows, hidden], &embeddings)];
+    tensors.extend(plan_tensors.tensors(true));
     let json = |v: serde_json::Value| v.to_string();
     let metadata = HashMap::from([
         ("format".into(), "reel.embeddings.v1".into()),

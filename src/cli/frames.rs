@@ -7,10 +7,9 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use clap::Args;
 use reel_codec::{SamplePlan, Video};
-use safetensors::Dtype;
 
 use super::sampling::SamplingArgs;
-use crate::output::{f64_bytes, i64_bytes, write_safetensors, Tensor};
+use crate::output::{write_safetensors, PlanTensors, Tensor};
 
 #[derive(Debug, Args)]
 pub struct FramesArgs {
@@ -58,32 +57,13 @@ pub fn run(args: FramesArgs) -> anyhow::Result<()> {
     let t2 = Instant::now();
     let pixel_values = prepared.pixels.into_host()?;
     let grid = plan.grid_thw;
-    let frame_indices: Vec<i64> = plan.frames.iter().map(|&f| f as i64).collect();
-    let (grid_bytes, index_bytes, time_bytes) = (
-        i64_bytes(&grid.map(|v| v as i64)),
-        i64_bytes(&frame_indices),
-        f64_bytes(&plan.timestamps),
-    );
-    let tensors = [
-        Tensor::f32(
-            "pixel_values",
-            vec![pixel_values.rows(), reel_codec::preprocess::PATCH_DIM],
-            &pixel_values.data,
-        ),
-        Tensor::new("video_grid_thw", Dtype::I64, vec![1, 3], &grid_bytes),
-        Tensor::new(
-            "frame_indices",
-            Dtype::I64,
-            vec![frame_indices.len()],
-            &index_bytes,
-        ),
-        Tensor::new(
-            "timestamps",
-            Dtype::F64,
-            vec![plan.timestamps.len()],
-            &time_bytes,
-        ),
-    ];
+    let plan_tensors = PlanTensors::new(&plan);
+    let mut tensors = vec![Tensor::f32(
+        "pixel_values",
+        vec![pixel_values.rows(), reel_codec::preprocess::PATCH_DIM],
+        &pixel_values.data,
+    )];
+    tensors.extend(plan_tensors.tensors(false));
     let metadata = metadata(&args, &video, &plan, corrupt);
     write_safetensors(&args.output, &tensors, metadata)?;
     let t_write = t2.elapsed();

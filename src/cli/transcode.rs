@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::sampling::SamplingArgs;
 use crate::engine::Device;
 use crate::job::{self, Input, Want};
-use crate::output::{f64_bytes, i64_bytes, write_safetensors, Tensor};
+use crate::output::{f32_bytes, f64_bytes, i64_bytes, write_safetensors, Tensor};
 
 /// File extensions picked up when a directory is given.
 const VIDEO_EXTENSIONS: &[&str] = &[
@@ -286,10 +286,6 @@ impl ShardWriter {
     }
 }
 
-fn f32_bytes(values: &[f32]) -> Vec<u8> {
-    values.iter().flat_map(|v| v.to_le_bytes()).collect()
-}
-
 pub fn run(args: TranscodeArgs) -> anyhow::Result<()> {
     if args.what != What::Frames && args.model.is_none() {
         bail!("--what {:?} needs --model", args.what);
@@ -458,41 +454,34 @@ pub fn run(args: TranscodeArgs) -> anyhow::Result<()> {
                     let plan = &p.outcome_plan;
                     let mut tensors = Vec::new();
                     let mut names = HashMap::new();
+                    let mut add = |role: &str, dtype, shape: Vec<usize>, bytes| {
+                        let name = format!("{key}.{role}");
+                        names.insert(role.to_string(), name.clone());
+                        tensors.push((name, dtype, shape, bytes));
+                    };
                     if let Some((values, shape)) = &p.pixel_values {
-                        names.insert("pixel_values".to_string(), format!("{key}.pixel_values"));
-                        tensors.push((
-                            format!("{key}.pixel_values"),
+                        add(
+                            "pixel_values",
                             Dtype::F32,
                             shape.to_vec(),
                             f32_bytes(values),
-                        ));
+                        );
                     }
                     if let Some((values, shape)) = &p.embeddings {
-                        names.insert("embeddings".to_string(), format!("{key}.embeddings"));
-                        tensors.push((
-                            format!("{key}.embeddings"),
-                            Dtype::F32,
-                            shape.to_vec(),
-                            f32_bytes(values),
-                        ));
+                        add("embeddings", Dtype::F32, shape.to_vec(), f32_bytes(values));
                     }
-                    names.insert(
-                        "video_grid_thw".to_string(),
-                        format!("{key}.video_grid_thw"),
-                    );
-                    tensors.push((
-                        format!("{key}.video_grid_thw"),
+                    add(
+                        "video_grid_thw",
                         Dtype::I64,
                         vec![1, 3],
                         i64_bytes(&plan.grid_thw.map(|v| v as i64)),
-                    ));
-                    names.insert("timestamps".to_string(), format!("{key}.timestamps"));
-                    tensors.push((
-                        format!("{key}.timestamps"),
+                    );
+                    add(
+                        "timestamps",
                         Dtype::F64,
                         vec![plan.timestamps.len()],
                         f64_bytes(&plan.timestamps),
-                    ));
+                    );
                     writer.add(
                         Row {
                             source,

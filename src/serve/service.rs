@@ -112,6 +112,28 @@ fn deadline<T>(request: &Request<T>) -> Option<Duration> {
     })
 }
 
+/// A result's own dtype, and its device buffer when it lives on the GPU.
+fn native_dtype(tensor: &Tensor) -> (pb::Dtype, Option<&cudarc::driver::CudaSlice<u8>>) {
+    match tensor {
+        Tensor::Host { .. } => (pb::Dtype::F32, None),
+        Tensor::DevicePixels(p) => (
+            match p.dtype {
+                reel_codec::gpu::PixelDtype::F32 => pb::Dtype::F32,
+                reel_codec::gpu::PixelDtype::Bf16 => pb::Dtype::Bf16,
+            },
+            Some(&p.buffer),
+        ),
+        Tensor::DeviceEmbeddings(e) => (
+            match e.dtype {
+                reel_encoder::DType::BF16 => pb::Dtype::Bf16,
+                reel_encoder::DType::F16 => pb::Dtype::F16,
+                reel_encoder::DType::F32 => pb::Dtype::F32,
+            },
+            Some(&e.buffer),
+        ),
+    }
+}
+
 fn dtype_bytes(values: &[f32], dtype: pb::Dtype) -> (Vec<u8>, pb::Dtype) {
     match dtype {
         pb::Dtype::Bf16 => (
@@ -323,29 +345,15 @@ impl ReelService {
                     shape: shape.iter().map(|&v| v as u64).collect(),
                     ..Default::default()
                 };
-                // Device results go to the IPC pool without leaving the GPU, in their own dtype.
-                if mode == pb::OutputMode::CudaIpc {
-                    let native = match &tensor {
-                        Tensor::DevicePixels(p) => Some((
-                            &p.buffer,
-                            match p.dtype {
-                                reel_codec::gpu::PixelDtype::F32 => pb::Dtype::F32,
-                                reel_codec::gpu::PixelDtype::Bf16 => pb::Dtype::Bf16,
-                            },
-                        )),
-                        Tensor::DeviceEmbeddings(e) => Some((
-                            &e.buffer,
-                            if e.dtype == reel_encoder::DType::BF16 {
-                                pb::Dtype::Bf16
-                            } else {
-                                pb::Dtype::F32
-                            },
-                        )),
-                        Tensor::Host { .. } => None,
-                    };
-                    if let Some((buffer, native)) =
-                        native.filter(|(_, n)| dtype == pb::Dtype::Unspecified || dtype == *n)
-                    {
+                // Unspecified means the result's own dtype, whatever the output mode.
+                let (native, device) = native_dtype(&tensor);
+                let dtype = match dtype {
+                    pb::Dtype::Unspecified => native,
+                    d => d,
+                };
+                // Device results in their own dtype go to the IPC pool without leaving the GPU.
+                if let (pb::OutputMode::CudaIpc, Some(buffer)) = (mode, device) {
+                    if dtype == native {
                         let pool = state
                             .pool
                             .as_ref()
@@ -363,15 +371,6 @@ impl ReelService {
                         return Ok(ipc_descriptor(d, pool, slot, &state, conn));
                     }
                 }
-                // Unspecified means the result's own dtype, whatever the output mode.
-                let dtype = match (&tensor, dtype) {
-                    (Tensor::DeviceEmbeddings(e), pb::Dtype::Unspecified)
-                        if e.dtype == reel_encoder::DType::BF16 =>
-                    {
-                        pb::Dtype::Bf16
-                    }
-                    (_, d) => d,
-                };
                 let values = tensor.into_host_f32().map_err(internal)?;
                 let (bytes, dtype) = dtype_bytes(&values, dtype);
                 d.dtype = dtype as i32;
@@ -423,6 +422,23 @@ fn ipc_descriptor(
 
 type ResponseStream = tokio_stream::Iter<std::vec::IntoIter<Result<pb::EmbedResponse, Status>>>;
 
+impl ReelService {
+    /// Counts an Embed/Frames call by its status and streams its messages.
+    fn respond(
+        &self,
+        method: &str,
+        result: Result<Vec<pb::EmbedResponse>, Status>,
+    ) -> Result<Response<ResponseStream>, Status> {
+        let code = result
+            .as_ref()
+            .map_or_else(|s| s.code(), |_| tonic::Code::Ok);
+        self.state.metrics.request(method, &format!("{code:?}"));
+        Ok(Response::new(tokio_stream::iter(
+            result?.into_iter().map(Ok).collect::<Vec<_>>(),
+        )))
+    }
+}
+
 #[tonic::async_trait]
 impl pb::reel_server::Reel for ReelService {
     type EmbedStream = ResponseStream;
@@ -432,38 +448,14 @@ impl pb::reel_server::Reel for ReelService {
         &self,
         request: Request<pb::EmbedRequest>,
     ) -> Result<Response<Self::EmbedStream>, Status> {
-        let result = self.handle(request, false).await;
-        self.state.metrics.request(
-            "Embed",
-            &format!(
-                "{:?}",
-                result
-                    .as_ref()
-                    .map_or_else(|s| s.code(), |_| tonic::Code::Ok)
-            ),
-        );
-        Ok(Response::new(tokio_stream::iter(
-            result?.into_iter().map(Ok).collect::<Vec<_>>(),
-        )))
+        self.respond("Embed", self.handle(request, false).await)
     }
 
     async fn frames(
         &self,
         request: Request<pb::EmbedRequest>,
     ) -> Result<Response<Self::FramesStream>, Status> {
-        let result = self.handle(request, true).await;
-        self.state.metrics.request(
-            "Frames",
-            &format!(
-                "{:?}",
-                result
-                    .as_ref()
-                    .map_or_else(|s| s.code(), |_| tonic::Code::Ok)
-            ),
-        );
-        Ok(Response::new(tokio_stream::iter(
-            result?.into_iter().map(Ok).collect::<Vec<_>>(),
-        )))
+        self.respond("Frames", self.handle(request, true).await)
     }
 
     async fn release(
