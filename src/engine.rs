@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use reel_codec::decode::DecodeReport;
-use reel_codec::gpu::{Gpu, GpuPrepared, PixelDtype};
+use reel_codec::gpu::{Gpu, GpuPrepared, PixelDtype, SliceReady};
 use reel_codec::preprocess::PixelValues;
 use reel_codec::{Cancel, SamplePlan, Video};
 
@@ -123,23 +123,27 @@ pub struct Frames {
 }
 
 /// Decodes and preprocesses the plan's frames on `device`. A stream the GPU cannot
-/// decode falls back to the CPU decoder when this build has one.
+/// decode falls back to the CPU decoder when this build has one. On the GPU,
+/// `on_slice` hears of every temporal slice as soon as it is complete
+/// ([`Gpu::prepare_streamed`]).
 pub fn prepare(
     device: &Device,
     video: &Video,
     plan: &SamplePlan,
     threads: usize,
     cancel: &Cancel,
+    on_slice: Option<&SliceReady<'_>>,
 ) -> anyhow::Result<Frames> {
     if let Device::Cuda(gpu) = device {
         match gpu.check_stream(video.info()) {
             Ok(caps) => {
-                let mut prepared = gpu.prepare(
+                let mut prepared = gpu.prepare_streamed(
                     video,
                     plan,
                     caps.engines.max(1) as usize,
                     PixelDtype::F32,
                     cancel,
+                    on_slice,
                 )?;
                 return Ok(Frames {
                     report: std::mem::take(&mut prepared.report),
@@ -211,21 +215,100 @@ fn cpu_supports(_: reel_codec::Codec) -> bool {
     false
 }
 
-/// Loads a vision tower where `device` computes: on its GPU (bf16 unless `dtype` says
-/// f32) or on the CPU (f32 unless `dtype` says otherwise).
-pub fn load_tower(
-    dir: &std::path::Path,
-    dtype: &str,
-    device: &Device,
-) -> anyhow::Result<reel_encoder::VisionTower> {
-    use reel_encoder::{DType, VisionTower};
-    let dtype = match (dtype, device) {
-        ("auto", Device::Cuda(_)) => DType::BF16,
-        ("auto", Device::Cpu) => DType::F32,
-        (name, _) => DType::from_name(name)?,
-    };
-    Ok(match device {
-        Device::Cuda(gpu) => VisionTower::load_cuda(dir, dtype, gpu.context().clone())?,
-        Device::Cpu => VisionTower::load(dir, dtype)?,
-    })
+/// A loaded vision tower and, on a GPU, the batcher that every request using it
+/// shares (cross-request batching, streamed slices, the memory budget).
+pub struct Model {
+    /// Identifies the weights and precision (in cache keys and logs).
+    pub id: String,
+    pub tower: Arc<reel_encoder::VisionTower>,
+    batcher: Option<Arc<reel_encoder::cuda::Batcher>>,
+    /// Encode slices while later ones still decode (GPU decoding and tower).
+    pub stream_slices: bool,
+}
+
+/// How a [`Model`] runs.
+#[derive(Clone, Debug)]
+pub struct ModelOptions {
+    /// auto (bf16 on a GPU, f32 on the CPU), f32, bf16.
+    pub dtype: String,
+    /// Device memory one GPU forward may take for its activations, bytes.
+    pub memory_budget: u64,
+    /// Start encoding each temporal slice as soon as it is decoded.
+    pub stream_slices: bool,
+}
+
+impl Model {
+    /// Loads the vision tower of the Hugging Face folder `dir` where `device` computes:
+    /// on its GPU (bf16 unless the dtype says f32) behind a batcher, or on the CPU (f32
+    /// unless the dtype says otherwise).
+    pub fn load(
+        dir: &std::path::Path,
+        options: &ModelOptions,
+        device: &Device,
+    ) -> anyhow::Result<Model> {
+        use reel_encoder::{DType, VisionTower};
+        let dtype = match (options.dtype.as_str(), device) {
+            ("auto", Device::Cuda(_)) => DType::BF16,
+            ("auto", Device::Cpu) => DType::F32,
+            (name, _) => DType::from_name(name)?,
+        };
+        let tower = Arc::new(match device {
+            Device::Cuda(gpu) => VisionTower::load_cuda(dir, dtype, gpu.context().clone())?,
+            Device::Cpu => VisionTower::load(dir, dtype)?,
+        });
+        let batcher = tower
+            .is_cuda()
+            .then(|| reel_encoder::cuda::Batcher::new(tower.clone(), options.memory_budget))
+            .transpose()?
+            .map(Arc::new);
+        let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+        Ok(Model {
+            id: format!("{} ({dtype})", dir.display()),
+            tower,
+            batcher,
+            stream_slices: options.stream_slices,
+        })
+    }
+
+    /// The batcher of a GPU model.
+    pub fn batcher(&self) -> Option<&reel_encoder::cuda::Batcher> {
+        self.batcher.as_deref()
+    }
+
+    /// The same model (tower and batcher shared) with slice streaming on or off.
+    pub fn with_stream_slices(&self, on: bool) -> Model {
+        Model {
+            id: self.id.clone(),
+            tower: self.tower.clone(),
+            batcher: self.batcher.clone(),
+            stream_slices: on,
+        }
+    }
+
+    /// Encodes host pixel values of one video (`grid` = its video_grid_thw): through the
+    /// batcher on a GPU (the result stays there), directly on the CPU.
+    pub fn encode_host(
+        &self,
+        values: &[f32],
+        grid: [usize; 3],
+    ) -> anyhow::Result<crate::job::Tensor> {
+        use crate::job::Tensor;
+        Ok(match &self.batcher {
+            Some(batcher) => {
+                let request = batcher.request(grid)?;
+                request.submit_rest(
+                    &batcher.upload(values)?,
+                    reel_encoder::cuda::InputDtype::F32,
+                );
+                Tensor::DeviceEmbeddings(Arc::new(request.finish()?))
+            }
+            None => {
+                let emb = self.tower.encode(values, &[grid])?;
+                Tensor::Host {
+                    shape: [emb.rows, emb.hidden],
+                    data: emb.data,
+                }
+            }
+        })
+    }
 }

@@ -7,9 +7,10 @@ use std::time::Instant;
 
 use reel_codec::decode::DecodeReport;
 use reel_codec::{Cancel, SamplePlan, SamplingOptions, Video};
-use reel_encoder::VisionTower;
+use reel_encoder::cuda::{DeviceEmbeddings, InputDtype};
 
-use crate::engine::{self, Device, Pixels};
+use crate::cache::{Cache, Footprint, Key};
+use crate::engine::{self, Device, Model, Pixels};
 
 /// Where the video comes from.
 pub enum Input {
@@ -27,8 +28,11 @@ pub enum Want {
     /// Preprocessed pixel values `[t·h·w, 1176]`.
     Frames,
     /// Vision-tower embeddings `[t·h·w/4, out_hidden]`.
-    Embeddings(Arc<VisionTower>),
+    Embeddings(Arc<Model>),
 }
+
+/// Embeddings of earlier jobs, by what determines them ([`Key`]).
+pub type EmbeddingCache = Cache<Tensor>;
 
 /// The result tensor, where it lives.
 pub enum Tensor {
@@ -36,11 +40,34 @@ pub enum Tensor {
     Host { data: Vec<f32>, shape: [usize; 2] },
     /// Pixel values in GPU memory.
     DevicePixels(reel_codec::gpu::GpuPrepared),
-    /// Embeddings in GPU memory, in the model's dtype.
-    DeviceEmbeddings(reel_encoder::cuda::DeviceEmbeddings),
+    /// Embeddings in GPU memory, in the model's dtype (shared with the cache).
+    DeviceEmbeddings(Arc<DeviceEmbeddings>),
+}
+
+impl Footprint for Tensor {
+    fn bytes(&self) -> u64 {
+        match self {
+            Tensor::Host { data, .. } => 4 * data.len() as u64,
+            Tensor::DevicePixels(p) => p.buffer.len() as u64,
+            Tensor::DeviceEmbeddings(e) => e.buffer.len() as u64,
+        }
+    }
 }
 
 impl Tensor {
+    /// Another handle on the same embeddings (device) or a copy (host); `None` for pixel
+    /// values, which are not cached.
+    fn share(&self) -> Option<Tensor> {
+        match self {
+            Tensor::Host { data, shape } => Some(Tensor::Host {
+                data: data.clone(),
+                shape: *shape,
+            }),
+            Tensor::DevicePixels(_) => None,
+            Tensor::DeviceEmbeddings(e) => Some(Tensor::DeviceEmbeddings(e.clone())),
+        }
+    }
+
     pub fn shape(&self) -> [usize; 2] {
         match self {
             Tensor::Host { shape, .. } => *shape,
@@ -65,8 +92,10 @@ impl Tensor {
 /// Seconds spent per stage.
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
 pub struct Timings {
+    /// Opening, demuxing, planning (and hashing for the cache).
     pub demux: f64,
     pub decode_preprocess: f64,
+    /// Encoding after decoding ended (streamed slices encode during decoding too).
     pub encode: f64,
 }
 
@@ -80,7 +109,8 @@ pub struct Outcome {
     pub stream: reel_codec::StreamInfo,
 }
 
-/// Runs one video through the pipeline.
+/// Runs one video through the pipeline. With a cache, embeddings of a video seen before
+/// (same bitstream, stream parameters, plan and model) are taken from it.
 pub fn run(
     device: &Device,
     input: Input,
@@ -88,6 +118,7 @@ pub fn run(
     want: &Want,
     threads: usize,
     cancel: &Cancel,
+    cache: Option<&EmbeddingCache>,
 ) -> anyhow::Result<Outcome> {
     let t0 = Instant::now();
     let video = match input {
@@ -95,9 +126,53 @@ pub fn run(
         Input::Bytes { data, name } => Video::from_bytes(data, name.as_deref())?,
     };
     let plan = SamplePlan::new(video.info(), video.index(), sampling)?;
+    let cached = match (want, cache) {
+        (Want::Embeddings(model), Some(cache)) => {
+            let key = Key::new(&model.id, &video, &plan)?;
+            Some((cache, key, cache.get(&key)))
+        }
+        _ => None,
+    };
     let demux = t0.elapsed().as_secs_f64();
+    if let Some(tensor) = cached
+        .as_ref()
+        .and_then(|(_, _, hit)| hit.as_ref()?.share())
+    {
+        return Ok(Outcome {
+            stream: video.info().clone(),
+            plan,
+            tensor,
+            report: DecodeReport::default(),
+            decoded_on: "cache".into(),
+            timings: Timings {
+                demux,
+                ..Timings::default()
+            },
+        });
+    }
     let t1 = Instant::now();
-    let frames = engine::prepare(device, &video, &plan, threads, cancel)?;
+    // A GPU model takes each temporal slice as soon as it is decoded.
+    let request = match want {
+        Want::Embeddings(model) => model
+            .batcher()
+            .map(|b| b.request(plan.grid_thw))
+            .transpose()?,
+        Want::Frames => None,
+    };
+    let submit = |buffer: &Arc<cudarc::driver::CudaSlice<u8>>, slice: usize| {
+        if let Some(r) = &request {
+            r.submit(buffer, InputDtype::F32, slice..slice + 1);
+        }
+    };
+    let streamed = matches!(want, Want::Embeddings(m) if m.stream_slices) && request.is_some();
+    let frames = engine::prepare(
+        device,
+        &video,
+        &plan,
+        threads,
+        cancel,
+        streamed.then_some(&submit as &reel_codec::gpu::SliceReady<'_>),
+    )?;
     let corrupt = &frames.report.corrupt_frames;
     if !corrupt.is_empty() {
         return Err(reel_codec::Error::Decode {
@@ -108,29 +183,25 @@ pub fn run(
     }
     let decode_preprocess = t1.elapsed().as_secs_f64();
     let t2 = Instant::now();
-    let tensor = match (want, frames.pixels) {
-        (Want::Frames, Pixels::Device(p)) => Tensor::DevicePixels(p),
-        (Want::Frames, Pixels::Host(v)) => Tensor::Host {
+    let tensor = match (want, frames.pixels, request) {
+        (Want::Frames, Pixels::Device(p), _) => Tensor::DevicePixels(p),
+        (Want::Frames, Pixels::Host(v), _) => Tensor::Host {
             shape: [v.rows(), reel_codec::preprocess::PATCH_DIM],
             data: v.data,
         },
-        (Want::Embeddings(tower), Pixels::Device(p)) if tower.is_cuda() => {
+        (Want::Embeddings(_), Pixels::Device(p), Some(request)) => {
             cancel.check()?;
-            let (ptr, _sync) = cudarc::driver::DevicePtr::device_ptr(&p.buffer, p.buffer.stream());
-            let input = match p.dtype {
-                reel_codec::gpu::PixelDtype::F32 => reel_encoder::cuda::InputDtype::F32,
-                reel_codec::gpu::PixelDtype::Bf16 => reel_encoder::cuda::InputDtype::Bf16,
+            let dtype = match p.dtype {
+                reel_codec::gpu::PixelDtype::F32 => InputDtype::F32,
+                reel_codec::gpu::PixelDtype::Bf16 => InputDtype::Bf16,
             };
-            Tensor::DeviceEmbeddings(tower.encode_device(ptr, input, &[p.grid_thw])?)
+            request.submit_rest(&p.buffer, dtype);
+            Tensor::DeviceEmbeddings(Arc::new(request.finish()?))
         }
-        (Want::Embeddings(tower), pixels) => {
+        (Want::Embeddings(model), pixels, _) => {
             cancel.check()?;
             let values = pixels.into_host()?;
-            let emb = tower.encode(&values.data, &[values.grid_thw])?;
-            Tensor::Host {
-                shape: [emb.rows, emb.hidden],
-                data: emb.data,
-            }
+            model.encode_host(&values.data, values.grid_thw)?
         }
     };
     let encode = if matches!(want, Want::Embeddings(_)) {
@@ -138,6 +209,11 @@ pub fn run(
     } else {
         0.0
     };
+    if let Some((cache, key, _)) = cached {
+        if let Some(shared) = tensor.share() {
+            cache.insert(key, Arc::new(shared));
+        }
+    }
     Ok(Outcome {
         stream: video.info().clone(),
         plan,

@@ -1,5 +1,6 @@
 //! reel: videos to vision-encoder embeddings for multimodal LLM servers.
 
+mod cache;
 mod cli;
 mod engine;
 mod job;

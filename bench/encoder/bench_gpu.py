@@ -52,7 +52,14 @@ def matmul_peak(n: int = 8192) -> float:
 
 
 def rel(a: np.ndarray, ref: np.ndarray) -> float:
+    """max|a - ref| / max|ref|: the strictest element-wise measure."""
     return float(np.abs(a - ref).max() / np.abs(ref).max())
+
+
+def rel_l2(a: np.ndarray, ref: np.ndarray) -> float:
+    """||a - ref|| / ||ref|| (Frobenius): the error relative to the signal."""
+    d = (a.astype(np.float64) - ref).ravel()
+    return float(np.linalg.norm(d) / np.linalg.norm(ref.astype(np.float64).ravel()))
 
 
 def f32_check(args, rows) -> None:
@@ -77,6 +84,9 @@ def f32_check(args, rows) -> None:
         row["reel_f32_vs_hf_f32"] = rel(load_file(path)["embeddings"], ref)
         row["hf_bf16_vs_hf_f32"] = rel(hf_bf16, ref)
         row["reel_bf16_vs_hf_f32"] = rel(reel_bf16, ref)
+        row["rel_l2"] = {"reel_f32_vs_hf_f32": rel_l2(load_file(path)["embeddings"], ref),
+                         "hf_bf16_vs_hf_f32": rel_l2(hf_bf16, ref), "reel_bf16_vs_hf_f32": rel_l2(reel_bf16, ref),
+                         "reel_bf16_vs_hf_bf16": rel_l2(reel_bf16, hf_bf16)}
         print(f"{row['batch']} vs HF f32: reel f32 {row['reel_f32_vs_hf_f32']:.2e}, reel bf16 "
               f"{row['reel_bf16_vs_hf_f32']:.2e}, HF bf16 {row['hf_bf16_vs_hf_f32']:.2e}", file=sys.stderr)
 
@@ -128,8 +138,10 @@ def main() -> None:
             ref = out.float().cpu().numpy()
             row["reel_max_rel_diff"] = float(np.abs(reel - ref).max() / np.abs(ref).max())
             row["reel_mean_abs_diff"] = float(np.abs(reel - ref).mean())
+            row["reel_rel_l2_diff"] = rel_l2(reel, ref)
         print(f"{spec}: {patches / med:.0f} patches/s ({med:.4f} s)"
-              + (f", reel max rel diff {row['reel_max_rel_diff']:.2e}" if args.reel_out else ""),
+              + (f", reel max rel diff {row['reel_max_rel_diff']:.2e}, rel L2 {row['reel_rel_l2_diff']:.2e}"
+                 if args.reel_out else ""),
               file=sys.stderr)
         rows.append(row)
         del out, x

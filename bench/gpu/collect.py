@@ -110,6 +110,22 @@ def main():
                "batches": rows}
         json.dump(doc, open(f"bench/results/encoder_gpu_{stamp}.json", "w"), indent=2)
 
+    small, large, embed = (load(folder, n) for n in ("reel-batch.json", "reel-batch-large.json", "reel-embed.json"))
+    if small and embed:
+        doc = {"benchmark": "encoder_batching_gpu", "commit": commit, "device": device,
+               "command": "ONLY=batching bash bench/gpu/run.sh (reel bench batch; reel bench embed)",
+               "model": "Qwen2.5-VL-7B vision tower, random weights, bf16",
+               "batch_small_requests": small, "batch_large_requests": large, "embed_one_video": embed}
+        json.dump(doc, open(f"bench/results/encoder_batching_{stamp}.json", "w"), indent=2)
+        for b in (small, large):
+            if b:
+                print(f"batching {b['requests']} x {b['grid']}: {b['batched']['patches_per_s']:.0f} vs "
+                      f"{b['one_forward_each']['patches_per_s']:.0f} patches/s one forward each = {b['speedup']:.2f}x, "
+                      f"peak {b['batched']['peak_pool_bytes'] / 2**20:.0f} MiB of {b['memory_budget_bytes'] / 2**20:.0f} MiB")
+        m = embed["modes"]
+        print(f"embed {os.path.basename(embed['file'])}: decode-then-encode {m['decode_then_encode']['latency_s']['median']:.3f} s, "
+              f"streamed {m['streamed_slices']['latency_s']['median']:.3f} s, cache hit {m['cache_hit']['latency_s']['median'] * 1e3:.1f} ms")
+
     e2e = load(folder, "e2e.json")
     if e2e and "baseline" in e2e:
         doc = {"benchmark": "e2e_serve_gpu", "commit": commit, "device": device,

@@ -23,8 +23,8 @@ for i in $(seq 50); do cat .carry/clips/seg_h264.h264; done > "$clips/h264_5min.
 h264=$clips/h264_30s.h264; hevc=$clips/hevc_30s.hevc
 
 step() { echo "== $1: rc=$2" | tee -a "$OUT/steps.txt"; }
-# Steps to run (comma-separated): tests, decode, frames, encoder, client, e2e, handoff,
-# transcode.
+# Steps to run (comma-separated): tests, decode, frames, encoder, batching, client, e2e,
+# handoff, transcode.
 ONLY=${ONLY:-tests,decode,frames}
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
 # The random 7B tower (written once per machine) and the Python plugin, for the steps
@@ -78,6 +78,20 @@ step reel-encode-f32 $?
 timeout 400 python3 bench/encoder/bench_gpu.py --model "$model" --reel-out /tmp/reel-encode-out \
   --reel-f32-out /tmp/reel-encode-f32 ${ENCODE_BATCHES:-} > "$OUT/peer-encode.json" 2>> "$OUT/steps.txt"
 step peer-encode $?
+fi
+
+# 5b. Cross-request batching (64 small requests through the batcher vs one forward each),
+#     and one video end to end: slices streamed to the tower during decoding vs after it,
+#     and a repeat answered by the embedding cache.
+if want batching; then
+model_7b
+timeout 200 "$BIN/reel" bench batch --model "$model" --requests 64 --grid 2x16x16 > "$OUT/reel-batch.json" 2>> "$OUT/steps.txt"
+step reel-batch $?
+timeout 200 "$BIN/reel" bench batch --model "$model" --requests 8 --grid 30x32x32 --encoder-memory-mib 8192 \
+  > "$OUT/reel-batch-large.json" 2>> "$OUT/steps.txt"
+step reel-batch-large $?
+timeout 300 "$BIN/reel" bench embed "$h264" --model "$model" --device cuda > "$OUT/reel-embed.json" 2>> "$OUT/steps.txt"
+step reel-embed $?
 fi
 
 # 6. The Python plugin against a GPU server: CUDA IPC zero-copy, and the HF generate proof

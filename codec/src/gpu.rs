@@ -127,37 +127,56 @@ impl Gpu {
         dtype: PixelDtype,
         cancel: &Cancel,
     ) -> Result<GpuPrepared> {
+        self.prepare_streamed(video, plan, sessions, dtype, cancel, None)
+    }
+
+    /// [`Gpu::prepare`], calling `on_slice` once for every temporal slice (two frames)
+    /// as soon as both of its frames are in the output buffer, from the decoding thread,
+    /// while later slices still decode: a consumer can start on early slices.
+    pub fn prepare_streamed(
+        &self,
+        video: &Video,
+        plan: &SamplePlan,
+        sessions: usize,
+        dtype: PixelDtype,
+        cancel: &Cancel,
+        on_slice: Option<&SliceReady<'_>>,
+    ) -> Result<GpuPrepared> {
         let info = video.info();
         check_readable(video, plan)?;
         self.check_stream(info)?;
         let stream = self.ctx.default_stream();
         let rows = plan.grid_thw.iter().product::<usize>();
-        let out: CudaSlice<u8> = stream
-            .alloc_zeros(rows * PATCH_DIM * dtype.size())
-            .map_err(driver)?;
-        let (out_ptr, out_guard) = out.device_ptr(&stream);
+        let out: Arc<CudaSlice<u8>> = Arc::new(
+            stream
+                .alloc_zeros(rows * PATCH_DIM * dtype.size())
+                .map_err(driver)?,
+        );
+        let out_ptr = out.device_ptr(&stream).0;
         stream.synchronize().map_err(driver)?;
         let segments = split_at_gops(video.index(), &plan.decode, &plan.frames);
         let wanted = Wanted::new(video, &plan.frames);
         let slots = slots_by_frame(plan);
+        let slot_count = plan.frames.len().div_ceil(TEMPORAL_PATCH_SIZE) * TEMPORAL_PATCH_SIZE;
         let job = Job {
             gpu: self,
             video,
             plan,
             wanted: &wanted,
             slots: &slots,
-            out: out_ptr,
+            out: &out,
+            out_ptr,
             dtype,
             next: AtomicUsize::new(0),
             segments: &segments,
             failed: AtomicBool::new(false),
             cancel,
             report: Mutex::new(DecodeReport::default()),
-            delivered: Mutex::new(vec![
-                false;
-                plan.frames.len().div_ceil(TEMPORAL_PATCH_SIZE)
-                    * TEMPORAL_PATCH_SIZE
-            ]),
+            written: (0..slot_count).map(|_| AtomicBool::new(false)).collect(),
+            slice_frames: (0..slot_count / TEMPORAL_PATCH_SIZE)
+                .map(|_| AtomicUsize::new(0))
+                .collect(),
+            on_slice,
         };
         let workers = sessions.clamp(1, segments.len().max(1));
         let results: Vec<Result<()>> = std::thread::scope(|scope| {
@@ -171,16 +190,15 @@ impl Gpu {
                 })
                 .collect()
         });
-        drop(out_guard);
         for r in results {
             r?;
         }
         let mut report = job.report.into_inner().unwrap_or_default();
-        let delivered = job.delivered.into_inner().unwrap_or_default();
-        let missing: Vec<usize> = delivered
+        let missing: Vec<usize> = job
+            .written
             .iter()
             .enumerate()
-            .filter(|(_, d)| !**d)
+            .filter(|(_, w)| !w.load(Ordering::Relaxed))
             .map(|(slot, _)| plan.frames[slot.min(plan.frames.len() - 1)])
             .collect();
         if !missing.is_empty() {
@@ -199,6 +217,9 @@ impl Gpu {
         })
     }
 }
+
+/// Told that temporal slice `s` of the pixel buffer is complete: `(buffer, s)`.
+pub type SliceReady<'a> = dyn Fn(&Arc<CudaSlice<u8>>, usize) + Sync + 'a;
 
 impl Gpu {
     /// Decodes `frames` on one session and hands each to `f` as packed planar YUV
@@ -397,7 +418,8 @@ impl Drop for Gpu {
 
 /// Pixel values made on the GPU, `[t·h·w, 1176]` of `dtype`.
 pub struct GpuPrepared {
-    pub buffer: CudaSlice<u8>,
+    /// Shared with consumers that started on early slices ([`Gpu::prepare_streamed`]).
+    pub buffer: Arc<CudaSlice<u8>>,
     pub dtype: PixelDtype,
     pub grid_thw: [usize; 3],
     pub report: DecodeReport,
@@ -417,13 +439,13 @@ impl GpuPrepared {
                         out.as_mut_ptr().cast::<u8>(),
                         self.buffer.len(),
                     );
-                    stream.memcpy_dtoh(&self.buffer, bytes).map_err(driver)?;
+                    stream.memcpy_dtoh(&*self.buffer, bytes).map_err(driver)?;
                 }
                 stream.synchronize().map_err(driver)?;
                 out
             }
             PixelDtype::Bf16 => {
-                let bytes = stream.clone_dtoh(&self.buffer).map_err(driver)?;
+                let bytes = stream.clone_dtoh(&*self.buffer).map_err(driver)?;
                 bytes
                     .chunks_exact(2)
                     .map(|c| f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16))
@@ -460,14 +482,19 @@ struct Job<'a> {
     plan: &'a SamplePlan,
     wanted: &'a Wanted,
     slots: &'a HashMap<usize, Vec<usize>>,
-    out: u64,
+    out: &'a Arc<CudaSlice<u8>>,
+    out_ptr: u64,
     dtype: PixelDtype,
     segments: &'a [crate::plan::DecodeRange],
     next: AtomicUsize,
     failed: AtomicBool,
     cancel: &'a Cancel,
     report: Mutex<DecodeReport>,
-    delivered: Mutex<Vec<bool>>,
+    /// Slots whose values are written (and synchronized).
+    written: Vec<AtomicBool>,
+    /// Frames written per temporal slice.
+    slice_frames: Vec<AtomicUsize>,
+    on_slice: Option<&'a SliceReady<'a>>,
 }
 
 impl Job<'_> {
@@ -488,7 +515,6 @@ impl Job<'_> {
         let disposability = Disposability::for_video(self.video);
         let (mut scratch, mut data) = (Vec::new(), Vec::new());
         let mut report = DecodeReport::default();
-        let mut delivered_slots = Vec::new();
         while !self.failed.load(Ordering::Relaxed) {
             let i = self.next.fetch_add(1, Ordering::Relaxed);
             let Some(segment) = self.segments.get(i) else {
@@ -496,12 +522,14 @@ impl Job<'_> {
             };
             let mut on_picture = |p: &Picture| -> Result<()> {
                 let slots = &self.slots[&p.frame];
-                kernels.run(p, slots, self.out, self.dtype)?;
+                kernels.run(p, slots, self.out_ptr, self.dtype)?;
                 report.frames_delivered += 1;
                 if p.corrupt {
                     report.corrupt_frames.push(p.frame);
                 }
-                delivered_slots.extend_from_slice(slots);
+                for &slot in slots {
+                    self.slot_written(slot);
+                }
                 Ok(())
             };
             let mut session = Session::new(
@@ -524,11 +552,21 @@ impl Job<'_> {
             session.finish()?;
         }
         self.report.lock().expect("report lock").merge(report);
-        let mut delivered = self.delivered.lock().expect("delivered lock");
-        for s in delivered_slots {
-            delivered[s] = true;
-        }
         Ok(())
+    }
+
+    /// Records a written slot; the second frame of a slice tells `on_slice`.
+    fn slot_written(&self, slot: usize) {
+        if self.written[slot].swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let slice = slot / TEMPORAL_PATCH_SIZE;
+        let frames = self.slice_frames[slice].fetch_add(1, Ordering::AcqRel) + 1;
+        if frames == TEMPORAL_PATCH_SIZE {
+            if let Some(on_slice) = self.on_slice {
+                on_slice(self.out, slice);
+            }
+        }
     }
 }
 

@@ -273,3 +273,70 @@ fn a_thousand_sessions_leave_memory_and_decoders_unchanged() {
         "GPU memory leaked: {free_before} → {free_after}"
     );
 }
+
+/// Streamed preparation tells of every temporal slice exactly once, when its values are
+/// already final, and the buffer equals that of plain preparation.
+#[test]
+fn streamed_slices_are_complete_when_announced() {
+    use std::sync::Mutex;
+    let Some(gpu) = gpu() else { return };
+    for name in [
+        "h264_main_bframes.mp4",
+        "hevc_main.mp4",
+        "h264_high_opengop.mkv",
+        "vp9.webm",
+    ] {
+        let video = Video::open(common::fixture(name)).unwrap();
+        let options = SamplingOptions {
+            fps: 6.0,
+            ..Default::default()
+        };
+        let plan = SamplePlan::new(video.info(), video.index(), &options).unwrap();
+        let [t, h, w] = plan.grid_thw;
+        let slice_bytes = h * w * 1176 * 4;
+        let seen: Mutex<Vec<(usize, Vec<u8>)>> = Mutex::new(Vec::new());
+        let on_slice = |buffer: &Arc<cudarc::driver::CudaSlice<u8>>, s: usize| {
+            let stream = buffer.stream();
+            let all = stream.clone_dtoh(&**buffer).unwrap();
+            let bytes = all[s * slice_bytes..(s + 1) * slice_bytes].to_vec();
+            seen.lock().unwrap().push((s, bytes));
+        };
+        let streamed = gpu
+            .prepare_streamed(
+                &video,
+                &plan,
+                7,
+                PixelDtype::F32,
+                &Cancel::new(),
+                Some(&on_slice),
+            )
+            .unwrap();
+        let plain = gpu
+            .prepare(&video, &plan, 7, PixelDtype::F32, &Cancel::new())
+            .unwrap();
+        let final_bytes = plain.buffer.stream().clone_dtoh(&*plain.buffer).unwrap();
+        let streamed_bytes = streamed
+            .buffer
+            .stream()
+            .clone_dtoh(&*streamed.buffer)
+            .unwrap();
+        assert_eq!(
+            final_bytes, streamed_bytes,
+            "{name}: streamed vs plain buffer"
+        );
+        let mut seen = seen.into_inner().unwrap();
+        seen.sort_by_key(|(s, _)| *s);
+        let slices: Vec<usize> = seen.iter().map(|(s, _)| *s).collect();
+        assert_eq!(
+            slices,
+            (0..t).collect::<Vec<_>>(),
+            "{name}: each slice once"
+        );
+        for (s, bytes) in &seen {
+            assert!(
+                bytes[..] == final_bytes[s * slice_bytes..(s + 1) * slice_bytes],
+                "{name}: slice {s} changed after it was announced"
+            );
+        }
+    }
+}

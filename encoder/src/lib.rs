@@ -123,6 +123,20 @@ impl VisionTower {
         matches!(self.backend, Backend::Cuda(_))
     }
 
+    /// The CUDA backend of a GPU tower.
+    fn cuda_backend(&self) -> Option<&cuda::CudaTower> {
+        match &self.backend {
+            Backend::Cuda(t) => Some(t),
+            Backend::Cpu(_) => None,
+        }
+    }
+
+    /// Device memory a GPU tower's forward over `patches` patches allocates at most
+    /// (activations, plan tables, staging); `None` on the CPU.
+    pub fn activation_bytes(&self, patches: usize) -> Option<u64> {
+        self.cuda_backend().map(|t| t.activation_bytes(patches))
+    }
+
     /// Encodes pixel values that are already in GPU memory (`[sum(t*h*w), patch_dim]` of
     /// `dtype` at device address `pixels`) on a GPU tower; the embeddings stay on the GPU.
     pub fn encode_device(

@@ -10,8 +10,8 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use cudarc::driver::{CudaContext, DevicePtr};
-use reel_encoder::cuda::InputDtype;
+use cudarc::driver::{CudaContext, CudaSlice, DevicePtr};
+use reel_encoder::cuda::{Batcher, InputDtype, PoolPeak};
 use reel_encoder::{DType, VisionTower};
 
 fn gpu() -> Option<Arc<CudaContext>> {
@@ -139,4 +139,132 @@ fn cuda_forwards_do_not_leak() {
         after <= before + (64 << 20),
         "device memory grew from {before} to {after} bytes"
     );
+}
+
+/// Device pixels of `rows` seeded rows (f32), shared as the batcher takes them.
+fn device_pixels(ctx: &Arc<CudaContext>, seed: u64, rows: usize) -> (Vec<f32>, Arc<CudaSlice<u8>>) {
+    let pv = pixel_values(seed, rows, 1176);
+    let bytes: Vec<u8> = pv.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let stream = ctx.default_stream();
+    let dev = stream.clone_htod(&bytes).unwrap();
+    stream.synchronize().unwrap();
+    (pv, Arc::new(dev))
+}
+
+/// Slices submitted one by one, out of order, through the batcher give the embeddings of
+/// encoding the whole video in one forward (f32: within 1e-6; bf16: the parity bound).
+#[test]
+fn batcher_slices_equal_whole_video() {
+    let Some(ctx) = gpu() else { return };
+    for (dtype, bound) in [(DType::F32, 1e-6), (DType::BF16, 2e-2)] {
+        let tower = Arc::new(cuda_tower(&ctx, dtype));
+        let batcher = Batcher::new(tower.clone(), 1 << 30).unwrap();
+        let grid = [5, 8, 12];
+        let (pv, dev) = device_pixels(&ctx, 31, 5 * 8 * 12);
+        let whole = tower.encode(&pv, &[grid]).unwrap();
+        let request = batcher.request(grid).unwrap();
+        for s in [3, 0, 4, 1, 2] {
+            request.submit(&dev, InputDtype::F32, s..s + 1);
+        }
+        let out = request.finish().unwrap();
+        assert_eq!((out.rows, out.hidden), (whole.rows, whole.hidden));
+        let got = out.to_host_f32().unwrap();
+        let err = rel_err(&got, &whole.data);
+        println!(
+            "batcher slices vs whole, {dtype}: max rel {err:.3e}, bit-identical: {}",
+            got == whole.data
+        );
+        assert!(err <= bound, "{dtype}: {err:.3e}");
+    }
+}
+
+/// Requests submitted together share forwards, and each gets exactly its own rows.
+#[test]
+fn batcher_shares_forwards_between_requests() {
+    let Some(ctx) = gpu() else { return };
+    let tower = Arc::new(cuda_tower(&ctx, DType::F32));
+    let batcher = Batcher::new(tower.clone(), 1 << 30).unwrap();
+    let grids = [
+        [40, 8, 8],
+        [1, 6, 10],
+        [2, 4, 4],
+        [3, 8, 12],
+        [1, 14, 10],
+        [2, 6, 6],
+    ];
+    let inputs: Vec<_> = grids
+        .iter()
+        .enumerate()
+        .map(|(i, g)| device_pixels(&ctx, 500 + i as u64, g.iter().product()))
+        .collect();
+    let requests: Vec<_> = grids.iter().map(|&g| batcher.request(g).unwrap()).collect();
+    for (r, (_, dev)) in requests.iter().zip(&inputs) {
+        r.submit_rest(dev, InputDtype::F32);
+    }
+    for ((r, (pv, _)), g) in requests.into_iter().zip(&inputs).zip(&grids) {
+        let alone = tower.encode(pv, &[*g]).unwrap();
+        let got = r.finish().unwrap().to_host_f32().unwrap();
+        let err = rel_err(&got, &alone.data);
+        assert!(err < 1e-5, "grid {g:?}: batched vs alone {err:.3e}");
+    }
+    let stats = batcher.stats();
+    println!("{stats:?}");
+    assert!(stats.shared_forwards >= 1, "{stats:?}");
+    assert_eq!(stats.slices, grids.iter().map(|g| g[0] as u64).sum::<u64>());
+}
+
+/// Forwards stay within the memory budget (measured on the device's memory pool): a
+/// video larger than the budget is encoded in several forwards with the same result; a
+/// slice larger than the budget is refused with a typed error.
+#[test]
+fn batcher_respects_memory_budget() {
+    let Some(ctx) = gpu() else { return };
+    let tower = Arc::new(cuda_tower(&ctx, DType::F32));
+    let per_slice = 8 * 12;
+    let budget = tower.activation_bytes(3 * per_slice).unwrap();
+    let batcher = Batcher::new(tower.clone(), budget).unwrap();
+    assert!(batcher.max_patches() >= 3 * per_slice && batcher.max_patches() < 4 * per_slice);
+    let grid = [10, 8, 12];
+    let (pv, dev) = device_pixels(&ctx, 77, 10 * per_slice);
+    let whole = tower.encode(&pv, &[grid]).unwrap();
+    let request = batcher.request(grid).unwrap();
+    let meter = PoolPeak::start(&ctx).unwrap();
+    request.submit_rest(&dev, InputDtype::F32);
+    let out = request.finish().unwrap();
+    let peak = meter.peak_above_start().unwrap();
+    println!("budget {budget} B, peak {peak} B, {:?}", batcher.stats());
+    assert!(peak <= budget, "peak {peak} over the budget {budget}");
+    assert!(batcher.stats().forwards >= 4, "{:?}", batcher.stats());
+    assert!(rel_err(&out.to_host_f32().unwrap(), &whole.data) < 1e-6);
+    let err = batcher.request([1, 24, 24]).err().unwrap();
+    assert!(err.to_string().contains("budget"), "{err}");
+}
+
+/// A request dropped half-way withdraws its slices; bad submissions fail the request at
+/// finish; the batcher goes on serving.
+#[test]
+fn batcher_survives_dropped_and_bad_requests() {
+    let Some(ctx) = gpu() else { return };
+    let tower = Arc::new(cuda_tower(&ctx, DType::F32));
+    let batcher = Batcher::new(tower.clone(), 1 << 30).unwrap();
+    let (pv, dev) = device_pixels(&ctx, 5, 4 * 64);
+    let half = batcher.request([4, 8, 8]).unwrap();
+    half.submit(&dev, InputDtype::F32, 0..2);
+    drop(half);
+    let twice = batcher.request([4, 8, 8]).unwrap();
+    twice.submit(&dev, InputDtype::F32, 0..2);
+    twice.submit(&dev, InputDtype::F32, 1..3);
+    let err = twice.finish().err().unwrap();
+    assert!(err.to_string().contains("twice"), "{err}");
+    let short = batcher.request([8, 8, 8]).unwrap();
+    short.submit_rest(&dev, InputDtype::F32);
+    assert!(
+        short.finish().is_err(),
+        "a buffer of 4 slices cannot hold 8"
+    );
+    let ok = batcher.request([4, 8, 8]).unwrap();
+    ok.submit_rest(&dev, InputDtype::F32);
+    let got = ok.finish().unwrap().to_host_f32().unwrap();
+    let alone = tower.encode(&pv, &[[4, 8, 8]]).unwrap();
+    assert!(rel_err(&got, &alone.data) < 1e-6);
 }

@@ -26,6 +26,53 @@ enum BenchCommand {
     /// Vision-tower throughput (patches/s, TFLOP/s, MFU against a bf16 GEMM peak measured
     /// in the same run) and peak activation memory, on seeded pixel values. Prints JSON.
     Encode(EncodeBench),
+    /// Cross-request batching on a GPU tower: N concurrent requests through the batcher
+    /// against the same requests encoded one forward each; peak memory against the budget.
+    /// Prints JSON.
+    Batch(BatchBench),
+    /// One video to embeddings in process: latency with slices streamed to the encoder
+    /// during decoding, without, and from the embedding cache. Prints JSON.
+    Embed(EmbedBench),
+}
+
+#[derive(Debug, Args)]
+struct BatchBench {
+    /// Hugging Face model folder (e.g. from `reel model init --random`).
+    #[arg(long)]
+    model: PathBuf,
+    /// Concurrent requests.
+    #[arg(long, default_value_t = 64)]
+    requests: usize,
+    /// Grid of every request, TxHxW in patches (2x16x16: four 224x224 frames).
+    #[arg(long, default_value = "2x16x16")]
+    grid: String,
+    #[command(flatten)]
+    encoder: super::encoder::EncoderArgs,
+    /// GPU to use.
+    #[arg(long, default_value = "cuda:0")]
+    device: crate::engine::DeviceChoice,
+    /// Timed rounds per mode (after a warm-up); the median is reported.
+    #[arg(long, default_value_t = 5)]
+    iterations: usize,
+}
+
+#[derive(Debug, Args)]
+struct EmbedBench {
+    /// Video file.
+    file: PathBuf,
+    /// Hugging Face model folder.
+    #[arg(long)]
+    model: PathBuf,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    #[command(flatten)]
+    encoder: super::encoder::EncoderArgs,
+    /// Where to run: auto, cpu, cuda, cuda:N.
+    #[arg(long, default_value = "auto")]
+    device: crate::engine::DeviceChoice,
+    /// Timed runs per mode (after a warm-up); the median is reported.
+    #[arg(long, default_value_t = 5)]
+    iterations: usize,
 }
 
 #[derive(Debug, Args)]
@@ -94,6 +141,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
         BenchCommand::Frames(b) => frames(b),
         BenchCommand::Decode(b) => decode(b),
         BenchCommand::Encode(b) => encode(b),
+        BenchCommand::Batch(b) => batch(b),
+        BenchCommand::Embed(b) => embed(b),
     }
 }
 
@@ -119,6 +168,7 @@ fn frames(b: FramesBench) -> anyhow::Result<()> {
                 &plan,
                 threads,
                 &reel_codec::Cancel::new(),
+                None,
             )?;
             prepared.pixels.synchronize()?;
             Ok((
@@ -209,6 +259,189 @@ fn decode(b: DecodeBench) -> anyhow::Result<()> {
 }
 
 /// Parses `30x32x32+1x74x136` or `8*30x32x32` into grids.
+/// Median, min and run count of timings, as JSON.
+fn latency_json(times: &[Duration]) -> serde_json::Value {
+    serde_json::json!({
+        "median": median(times.to_vec()).as_secs_f64(),
+        "min": times.iter().min().map(Duration::as_secs_f64),
+        "runs": times.len(),
+    })
+}
+
+fn batch(b: BatchBench) -> anyhow::Result<()> {
+    use reel_encoder::cuda::{InputDtype, PoolPeak};
+    let device = crate::engine::Device::select(b.device)?;
+    let crate::engine::Device::Cuda(gpu) = &device else {
+        anyhow::bail!("reel bench batch needs a GPU");
+    };
+    let model = crate::engine::Model::load(&b.model, &b.encoder.options(), &device)
+        .with_context(|| format!("cannot load {}", b.model.display()))?;
+    let batcher = model.batcher().context("a GPU model has a batcher")?;
+    let tower = &model.tower;
+    let grid = match parse_batch(&b.grid)?[..] {
+        [g] => g,
+        _ => anyhow::bail!("--grid takes one TxHxW"),
+    };
+    let patches: usize = grid.iter().product();
+    let patch_dim = tower.config().patch_dim();
+    let stream = gpu.context().default_stream();
+    let inputs = (0..b.requests.max(1))
+        .map(|i| {
+            let v = reel_encoder::init::seeded_pixels(2000 + i as u64, patches, patch_dim);
+            let bytes: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+            Ok(std::sync::Arc::new(stream.clone_htod(&bytes)?))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    stream.synchronize()?;
+    let one_by_one = || -> anyhow::Result<Duration> {
+        let t = Instant::now();
+        for input in &inputs {
+            let (ptr, _g) = cudarc::driver::DevicePtr::device_ptr(&**input, &stream);
+            drop(tower.encode_device(ptr, InputDtype::F32, &[grid])?);
+        }
+        Ok(t.elapsed())
+    };
+    let batched = || -> anyhow::Result<Duration> {
+        let t = Instant::now();
+        let requests = inputs
+            .iter()
+            .map(|input| {
+                let r = batcher.request(grid)?;
+                r.submit_rest(input, InputDtype::F32);
+                Ok(r)
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        for r in requests {
+            drop(r.finish()?);
+        }
+        Ok(t.elapsed())
+    };
+    one_by_one()?;
+    batched()?;
+    let rounds = b.iterations.max(1);
+    let alone = (0..rounds)
+        .map(|_| one_by_one())
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let before = batcher.stats();
+    let meter = PoolPeak::start(gpu.context())?;
+    let together = (0..rounds)
+        .map(|_| batched())
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let peak = meter.peak_above_start()?;
+    let after = batcher.stats();
+    let total = (patches * inputs.len()) as f64;
+    let (m_alone, m_together) = (median(alone.clone()), median(together.clone()));
+    let forwards = (after.forwards - before.forwards) as f64 / rounds as f64;
+    eprintln!(
+        "{} requests of {grid:?}: one forward each {:.0} patches/s, batched {:.0} patches/s ({:.2}x), {forwards:.1} forwards per round, peak {} MiB of a {} MiB budget",
+        inputs.len(),
+        total / m_alone.as_secs_f64(),
+        total / m_together.as_secs_f64(),
+        m_alone.as_secs_f64() / m_together.as_secs_f64(),
+        peak >> 20,
+        b.encoder.encoder_memory_mib
+    );
+    let summary = serde_json::json!({
+        "model": b.model,
+        "device": device.name(),
+        "dtype": tower.dtype().to_string(),
+        "requests": inputs.len(),
+        "grid": grid,
+        "patches_per_round": total,
+        "one_forward_each": { "latency_s": latency_json(&alone), "patches_per_s": total / m_alone.as_secs_f64() },
+        "batched": {
+            "latency_s": latency_json(&together),
+            "patches_per_s": total / m_together.as_secs_f64(),
+            "forwards_per_round": forwards,
+            "shared_forwards_per_round": (after.shared_forwards - before.shared_forwards) as f64 / rounds as f64,
+            "max_patches_per_forward": batcher.max_patches(),
+            "peak_pool_bytes": peak,
+        },
+        "memory_budget_bytes": b.encoder.encoder_memory_mib << 20,
+        "speedup": m_alone.as_secs_f64() / m_together.as_secs_f64(),
+    });
+    crate::output::print(serde_json::to_string_pretty(&summary)?);
+    Ok(())
+}
+
+fn embed(b: EmbedBench) -> anyhow::Result<()> {
+    use crate::job::{self, EmbeddingCache, Input, Want};
+    use std::sync::Arc;
+    let device = crate::engine::Device::select(b.device)?;
+    let model = crate::engine::Model::load(&b.model, &b.encoder.options(), &device)
+        .with_context(|| format!("cannot load {}", b.model.display()))?;
+    let options = b.sampling.options();
+    let threads = crate::engine::threads(None);
+    let cancel = reel_codec::Cancel::new();
+    let run =
+        |want: &Want, cache: Option<&EmbeddingCache>| -> anyhow::Result<(Duration, job::Outcome)> {
+            let t = Instant::now();
+            let input = Input::Path(b.file.clone());
+            let outcome = job::run(&device, input, &options, want, threads, &cancel, cache)?;
+            Ok((t.elapsed(), outcome))
+        };
+    let mut modes = serde_json::Map::new();
+    let mut reference: Option<Vec<f32>> = None;
+    for (name, stream) in [("decode_then_encode", false), ("streamed_slices", true)] {
+        let want = Want::Embeddings(Arc::new(model.with_stream_slices(stream)));
+        let (_, first) = run(&want, None)?;
+        let values = first.tensor.into_host_f32()?;
+        let max_diff = reference.as_ref().map(|r| {
+            r.iter()
+                .zip(&values)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max)
+        });
+        reference.get_or_insert(values);
+        let mut times = Vec::new();
+        let mut timings = Vec::new();
+        for _ in 0..b.iterations.max(1) {
+            let (t, outcome) = run(&want, None)?;
+            times.push(t);
+            timings.push(outcome.timings);
+        }
+        eprintln!(
+            "{name}: median {:.4} s",
+            median(times.clone()).as_secs_f64()
+        );
+        modes.insert(
+            name.into(),
+            serde_json::json!({
+                "latency_s": latency_json(&times),
+                "timings": timings,
+                "max_abs_diff_vs_decode_then_encode": max_diff,
+            }),
+        );
+    }
+    let cache = EmbeddingCache::new(u64::MAX);
+    let want = Want::Embeddings(Arc::new(model.with_stream_slices(true)));
+    run(&want, Some(&cache))?;
+    let hits = (0..b.iterations.max(1))
+        .map(|_| run(&want, Some(&cache)).map(|r| r.0))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    anyhow::ensure!(
+        cache.hits() == hits.len() as u64,
+        "the cache missed a repeated video"
+    );
+    eprintln!(
+        "cache hit: median {:.4} s",
+        median(hits.clone()).as_secs_f64()
+    );
+    modes.insert(
+        "cache_hit".into(),
+        serde_json::json!({ "latency_s": latency_json(&hits) }),
+    );
+    let summary = serde_json::json!({
+        "file": b.file,
+        "model": b.model,
+        "device": device.name(),
+        "dtype": model.tower.dtype().to_string(),
+        "modes": modes,
+    });
+    crate::output::print(serde_json::to_string_pretty(&summary)?);
+    Ok(())
+}
+
 fn parse_batch(spec: &str) -> anyhow::Result<Vec<[usize; 3]>> {
     let mut grids = Vec::new();
     for item in spec.split('+') {
@@ -231,8 +464,14 @@ fn encode(b: EncodeBench) -> anyhow::Result<()> {
     use reel_encoder::cuda::{gemm_peak_tflops, InputDtype, PoolPeak};
     let device = crate::engine::Device::select(b.device)?;
     let t_load = Instant::now();
-    let tower = crate::engine::load_tower(&b.model, &b.dtype, &device)
+    let options = crate::engine::ModelOptions {
+        dtype: b.dtype.clone(),
+        memory_budget: u64::MAX,
+        stream_slices: false,
+    };
+    let model = crate::engine::Model::load(&b.model, &options, &device)
         .with_context(|| format!("cannot load {}", b.model.display()))?;
+    let tower = &model.tower;
     let load_s = t_load.elapsed().as_secs_f64();
     let cfg = tower.config().clone();
     let specs = if b.batches.is_empty() {

@@ -25,9 +25,8 @@ pub struct EmbedArgs {
     pub output: PathBuf,
     #[command(flatten)]
     pub sampling: SamplingArgs,
-    /// Precision of the vision tower: auto (bf16 on a GPU, f32 on the CPU), f32, bf16.
-    #[arg(long, default_value = "auto")]
-    pub dtype: String,
+    #[command(flatten)]
+    pub encoder: super::encoder::EncoderArgs,
     /// Where to decode and preprocess: auto, cpu, cuda, cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: crate::engine::DeviceChoice,
@@ -43,7 +42,7 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
     let threads = crate::engine::threads(args.threads);
     let device = crate::engine::Device::select(args.device)?;
     let t_load = Instant::now();
-    let tower = crate::engine::load_tower(&args.model, &args.dtype, &device)
+    let model = crate::engine::Model::load(&args.model, &args.encoder.options(), &device)
         .with_context(|| format!("cannot load {}", args.model.display()))?;
     let load = t_load.elapsed().as_secs_f64();
     let t0 = Instant::now();
@@ -51,9 +50,10 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
         &device,
         Input::Path(args.file.clone()),
         &args.sampling.options(),
-        &Want::Embeddings(Arc::new(tower)),
+        &Want::Embeddings(Arc::new(model)),
         threads,
         &reel_codec::Cancel::new(),
+        None,
     )?;
     let [rows, hidden] = outcome.tensor.shape();
     let plan = &outcome.plan;
@@ -68,7 +68,7 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
         ("reel_version".into(), env!("CARGO_PKG_VERSION").into()),
         ("source".into(), args.file.display().to_string()),
         ("model".into(), args.model.display().to_string()),
-        ("dtype".into(), args.dtype.clone()),
+        ("dtype".into(), args.encoder.dtype.clone()),
         (
             "video_grid_thw".into(),
             json(serde_json::json!([plan.grid_thw])),

@@ -44,8 +44,14 @@ pub fn run(args: FramesArgs) -> anyhow::Result<()> {
     let t_demux = t0.elapsed();
     let plan = SamplePlan::new(video.info(), video.index(), &args.sampling.options())?;
     let t1 = Instant::now();
-    let prepared =
-        crate::engine::prepare(&device, &video, &plan, threads, &reel_codec::Cancel::new())?;
+    let prepared = crate::engine::prepare(
+        &device,
+        &video,
+        &plan,
+        threads,
+        &reel_codec::Cancel::new(),
+        None,
+    )?;
     let t_decode = t1.elapsed();
     let corrupt = &prepared.report.corrupt_frames;
     if !corrupt.is_empty() && !args.keep_corrupt {

@@ -2,6 +2,7 @@
 
 mod bench;
 mod embed;
+mod encoder;
 mod frames;
 mod model;
 mod probe;

@@ -52,9 +52,8 @@ pub struct TranscodeArgs {
     /// A Hugging Face Qwen2.5-VL model folder (for embeddings).
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Precision of the vision tower: auto (bf16 on a GPU, f32 on the CPU), f32, bf16.
-    #[arg(long, default_value = "auto")]
-    pub dtype: String,
+    #[command(flatten)]
+    pub encoder: super::encoder::EncoderArgs,
     #[command(flatten)]
     pub sampling: SamplingArgs,
     /// Where to decode and preprocess: auto, cpu, cuda, cuda:N.
@@ -341,7 +340,7 @@ pub fn run(args: TranscodeArgs) -> anyhow::Result<()> {
         .unwrap_or_else(|| (crate::engine::threads(None) / jobs).max(1));
     let tower = match &args.model {
         Some(dir) => Some(Arc::new(
-            crate::engine::load_tower(dir, &args.dtype, &device)
+            crate::engine::Model::load(dir, &args.encoder.options(), &device)
                 .with_context(|| format!("cannot load {}", dir.display()))?,
         )),
         None => None,
@@ -564,39 +563,44 @@ impl std::fmt::Display for Skipped {
 
 impl std::error::Error for Skipped {}
 
+/// One video's tensors. Embeddings alone come straight from the GPU pipeline; with
+/// frames too, the frames come to the host and are encoded from there.
 fn produce(
     device: &Device,
     path: &Path,
     options: &reel_codec::SamplingOptions,
     what: What,
-    tower: Option<&Arc<reel_encoder::VisionTower>>,
+    model: Option<&Arc<crate::engine::Model>>,
     threads: usize,
 ) -> anyhow::Result<Produced> {
     let cancel = reel_codec::Cancel::new();
-    let frames = job::run(
-        device,
-        Input::Path(path.to_path_buf()),
-        options,
-        &Want::Frames,
-        threads,
-        &cancel,
-    )?;
-    let stream = serde_json::to_value(&frames.stream)?;
-    let shape = frames.tensor.shape();
-    let sampled = frames.plan.frames.len();
-    let plan = frames.plan;
-    let pixel_values = frames.tensor.into_host_f32()?;
-    let embeddings = match (what, tower) {
-        (What::Embeddings | What::Both, Some(tower)) => {
-            let emb = tower.encode(&pixel_values, &[plan.grid_thw])?;
-            Some((emb.data, [emb.rows, emb.hidden]))
+    let want = match (what, model) {
+        (What::Embeddings, Some(model)) => Want::Embeddings(model.clone()),
+        _ => Want::Frames,
+    };
+    let input = Input::Path(path.to_path_buf());
+    let outcome = job::run(device, input, options, &want, threads, &cancel, None)?;
+    let stream = serde_json::to_value(&outcome.stream)?;
+    let shape = outcome.tensor.shape();
+    let sampled = outcome.plan.frames.len();
+    let plan = outcome.plan;
+    let values = outcome.tensor.into_host_f32()?;
+    let (pixel_values, embeddings) = match (what, model) {
+        (What::Embeddings, Some(_)) => (None, Some((values, shape))),
+        (What::Both, Some(model)) => {
+            let emb = model.encode_host(&values, plan.grid_thw)?;
+            let emb_shape = emb.shape();
+            (
+                Some((values, shape)),
+                Some((emb.into_host_f32()?, emb_shape)),
+            )
         }
-        _ => None,
+        _ => (Some((values, shape)), None),
     };
     Ok(Produced {
         outcome_plan: plan,
         stream,
-        pixel_values: (what != What::Embeddings).then_some((pixel_values, shape)),
+        pixel_values,
         embeddings,
         sampled,
     })

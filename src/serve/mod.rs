@@ -78,6 +78,18 @@ pub struct ServeArgs {
     /// Size of the CUDA IPC result pool on a GPU, MiB [default: 4096].
     #[arg(long)]
     pub ipc_pool_mib: Option<u64>,
+    /// Device memory one GPU forward of a vision tower may take for its activations, MiB;
+    /// the batcher fills forwards with slices of many requests up to it [default: 4096].
+    #[arg(long)]
+    pub encoder_memory_mib: Option<u64>,
+    /// Take each temporal slice to the GPU tower as soon as it is decoded, true or false
+    /// [default: true].
+    #[arg(long)]
+    pub stream_slices: Option<bool>,
+    /// Embeddings of recent videos kept for repeated requests (in GPU memory for a GPU
+    /// model), MiB; 0 turns the cache off [default: 2048].
+    #[arg(long)]
+    pub cache_mib: Option<u64>,
 }
 
 /// Effective configuration: file values overridden by flags, then defaults.
@@ -110,6 +122,12 @@ pub struct Config {
     pub ipc_pool_mib: u64,
     #[serde(default = "defaults::model_dtype")]
     pub model_dtype: String,
+    #[serde(default = "defaults::encoder_memory_mib")]
+    pub encoder_memory_mib: u64,
+    #[serde(default = "defaults::stream_slices")]
+    pub stream_slices: bool,
+    #[serde(default = "defaults::cache_mib")]
+    pub cache_mib: u64,
 }
 
 mod defaults {
@@ -133,6 +151,15 @@ mod defaults {
     }
     pub fn model_dtype() -> String {
         "auto".into()
+    }
+    pub fn encoder_memory_mib() -> u64 {
+        4096
+    }
+    pub fn stream_slices() -> bool {
+        true
+    }
+    pub fn cache_mib() -> u64 {
+        2048
     }
 }
 
@@ -173,6 +200,9 @@ impl Config {
         flag!(shm_dir);
         flag!(ipc_pool_mib);
         flag!(model_dtype);
+        flag!(encoder_memory_mib);
+        flag!(stream_slices);
+        flag!(cache_mib);
         c.media_roots.extend(args.media_roots);
         c.models.extend(args.models);
         c.workers = c.workers.max(1);
@@ -195,8 +225,8 @@ impl Config {
 fn load_models(
     specs: &[String],
     device: &Device,
-    dtype: &str,
-) -> anyhow::Result<Vec<(String, Arc<reel_encoder::VisionTower>)>> {
+    options: &crate::engine::ModelOptions,
+) -> anyhow::Result<Vec<(String, Arc<crate::engine::Model>)>> {
     specs
         .iter()
         .map(|spec| {
@@ -210,10 +240,10 @@ fn load_models(
                     (name, dir)
                 }
             };
-            let tower = crate::engine::load_tower(&dir, dtype, device)
+            let model = crate::engine::Model::load(&dir, options, device)
                 .with_context(|| format!("cannot load model {name} from {}", dir.display()))?;
             tracing::info!("model {name}: {} loaded", dir.display());
-            Ok((name, Arc::new(tower)))
+            Ok((name, Arc::new(model)))
         })
         .collect()
 }
@@ -223,7 +253,12 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::load(args)?;
     let device = Device::select(config.device()?)?;
     let media = MediaRoots::new(&config.media_roots)?;
-    let models = load_models(&config.models, &device, &config.model_dtype)?;
+    let model_options = crate::engine::ModelOptions {
+        dtype: config.model_dtype.clone(),
+        memory_budget: config.encoder_memory_mib << 20,
+        stream_slices: config.stream_slices,
+    };
+    let models = load_models(&config.models, &device, &model_options)?;
     let pool = match &device {
         Device::Cuda(gpu) => Some(ipc::DevicePool::new(
             gpu.context().clone(),
@@ -236,6 +271,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let state = Arc::new(State {
         admitted: Arc::new(Semaphore::new(config.max_queue)),
         running: Arc::new(Semaphore::new(config.workers)),
+        cache: (config.cache_mib > 0)
+            .then(|| crate::job::EmbeddingCache::new(config.cache_mib << 20)),
         config,
         device,
         media,
@@ -387,6 +424,49 @@ fn render_metrics(state: &State) -> String {
         "Outstanding result leases.",
         state.leases.len() as f64,
     )];
+    if let Some(cache) = &state.cache {
+        gauges.extend([
+            (
+                "reel_cache_hits",
+                "Embed requests answered from the embedding cache.",
+                cache.hits() as f64,
+            ),
+            (
+                "reel_cache_misses",
+                "Embed requests the embedding cache did not hold.",
+                cache.misses() as f64,
+            ),
+            (
+                "reel_cache_bytes",
+                "Bytes of embeddings in the cache.",
+                cache.bytes() as f64,
+            ),
+            (
+                "reel_cache_entries",
+                "Videos in the embedding cache.",
+                cache.len() as f64,
+            ),
+        ]);
+    }
+    let (forwards, shared) = state
+        .models
+        .iter()
+        .filter_map(|(_, m)| m.batcher().map(|b| b.stats()))
+        .fold((0, 0), |(f, s), st| {
+            (f + st.forwards, s + st.shared_forwards)
+        });
+    gauges.extend([
+        (
+            "reel_encoder_forwards",
+            "GPU vision-tower forwards run.",
+            forwards as f64,
+        ),
+        (
+            "reel_encoder_shared_forwards",
+            "GPU vision-tower forwards that held slices of several requests.",
+            shared as f64,
+        ),
+    ]);
     if let Some(pool) = &state.pool {
         gauges.push((
             "reel_ipc_pool_free_bytes",

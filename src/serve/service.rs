@@ -25,7 +25,9 @@ pub struct State {
     pub config: Config,
     pub device: Device,
     pub media: MediaRoots,
-    pub models: Vec<(String, Arc<reel_encoder::VisionTower>)>,
+    pub models: Vec<(String, Arc<crate::engine::Model>)>,
+    /// Embeddings of recent videos, when on.
+    pub cache: Option<job::EmbeddingCache>,
     pub leases: Arc<Leases>,
     pub metrics: Arc<Metrics>,
     pub pool: Option<Arc<DevicePool>>,
@@ -158,7 +160,7 @@ fn dtype_bytes(values: &[f32], dtype: pb::Dtype) -> (Vec<u8>, pb::Dtype) {
 }
 
 impl ReelService {
-    fn model(&self, name: &str) -> Result<Arc<reel_encoder::VisionTower>, Status> {
+    fn model(&self, name: &str) -> Result<Arc<crate::engine::Model>, Status> {
         let models = &self.state.models;
         let found = if name.is_empty() {
             models.first()
@@ -250,9 +252,19 @@ impl ReelService {
         let threads = state.config.threads;
         let device = state.device.clone();
         let task_cancel = cancel.clone();
+        let task_state = state.clone();
         let work = tokio::task::spawn_blocking(move || {
             let _slots = (admitted, running);
-            job::run(&device, input, &options, &want, threads, &task_cancel)
+            let cache = task_state.cache.as_ref();
+            job::run(
+                &device,
+                input,
+                &options,
+                &want,
+                threads,
+                &task_cancel,
+                cache,
+            )
         });
         let outcome = match timeout {
             Some(t) => match tokio::time::timeout(t, work).await {
@@ -488,9 +500,9 @@ impl pb::reel_server::Reel for ReelService {
             .map(|(name, m)| pb::Model {
                 name: name.clone(),
                 architecture: "qwen2.5-vl".into(),
-                dtype: format!("{:?}", m.dtype()),
-                out_hidden_size: m.config().out_hidden_size as u32,
-                device: if m.is_cuda() {
+                dtype: format!("{:?}", m.tower.dtype()),
+                out_hidden_size: m.tower.config().out_hidden_size as u32,
+                device: if m.tower.is_cuda() {
                     state.device.name()
                 } else {
                     "cpu".into()

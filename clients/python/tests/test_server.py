@@ -356,6 +356,41 @@ def test_unix_socket(make_server, tmp_path):
             assert r.release() is True
 
 
+# ------------------------------------------------------------------ embedding cache
+
+
+def test_embedding_cache(make_server, tmp_path):
+    server = make_server()
+    with server.client() as c:
+        with c.embed(VIDEO, output="inline") as first:
+            assert first.decoded_on == "cpu"
+            values = first.numpy().copy()
+        # The same video again (by path, then as uploaded bytes): no decode, no encode.
+        with c.embed(VIDEO, output="inline") as again:
+            assert again.decoded_on == "cache"
+            assert again.timings["decode_preprocess_s"] == 0 and again.timings["encode_s"] == 0
+            np.testing.assert_array_equal(again.numpy(), values)
+            assert again.frame_indices == first.frame_indices and again.grid_thw == GRID
+        data = (VIDEO_DIR / VIDEO).read_bytes()
+        with c.embed(data, output="inline") as uploaded:
+            assert uploaded.decoded_on == "cache"
+            np.testing.assert_array_equal(uploaded.numpy(), values)
+        # Other sampling or other bytes: computed afresh.
+        with c.embed(VIDEO, fps=1, output="inline") as other:
+            assert other.decoded_on == "cpu"
+        with c.embed("hevc_main.mp4", output="inline") as other:
+            assert other.decoded_on == "cpu"
+    m = server.metrics()
+    assert m["reel_cache_hits"] == 2 and m["reel_cache_misses"] == 3
+    assert m["reel_cache_entries"] == 3 and m["reel_cache_bytes"] > 0
+    # Off: every request is computed.
+    off = make_server("--cache-mib", "0")
+    with off.client() as c:
+        for _ in range(2):
+            with c.embed(VIDEO, output="inline") as r:
+                assert r.decoded_on == "cpu"
+
+
 # -------------------------------------------------------------------- backpressure
 
 

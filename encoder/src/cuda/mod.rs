@@ -5,9 +5,11 @@
 //! the per-slice full-attention blocks. One forward is a fixed sequence of launches on one
 //! stream: no host loop over windows, no host synchronization until the result is read.
 
+mod batch;
 mod gemm;
 mod measure;
 
+pub use batch::{BatchStats, Batcher, Request};
 pub use measure::{gemm_peak_tflops, PoolPeak};
 
 use std::collections::BTreeMap;
@@ -325,6 +327,49 @@ impl CudaTower {
             .stream
             .alloc_zeros::<u8>(elems.max(1) * self.esize())
             .map_err(cuda)?))
+    }
+
+    /// Device memory one forward over `patches` patches allocates, at most: its
+    /// activations and plan tables, the batcher's f32 staging copy of the input, and a
+    /// pool-granularity margin per allocation.
+    pub(crate) fn activation_bytes(&self, patches: usize) -> u64 {
+        let cfg = &self.cfg;
+        let (n, es) = (patches as u64, self.esize() as u64);
+        let tokens = n / cfg.merge_unit() as u64;
+        let hid = cfg.hidden_size as u64;
+        let inter = self.blocks.first().map_or(0, |b| b.gate_up.out as u64 / 2);
+        let chunk = n.min(MLP_ROWS as u64);
+        let wide = hid * cfg.merge_unit() as u64;
+        let out = cfg.out_hidden_size as u64;
+        let patch_dim = cfg.patch_dim() as u64;
+        let activations =
+            es * (n * patch_dim + 7 * n * hid + 3 * chunk * inter + tokens * (wide + 2 * out));
+        let tables = 4 * (n + tokens + n * cfg.head_dim() as u64) + 24 * (n / ATT_TILE as u64 + 2);
+        let staging = 4 * n * patch_dim;
+        const ALLOCATIONS: u64 = 20;
+        activations + tables + staging + ALLOCATIONS * (2 << 20)
+    }
+
+    /// The most patches whose forward stays within `budget` bytes (0 if none does).
+    pub(crate) fn max_patches(&self, budget: u64) -> usize {
+        let (mut lo, mut hi) = (0usize, u32::MAX as usize);
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            if self.activation_bytes(mid) <= budget {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+        lo
+    }
+
+    /// A zeroed output buffer of `tokens` rows in the model dtype.
+    pub(crate) fn alloc_output(&self, tokens: usize) -> Result<CudaSlice<u8>> {
+        let bytes = tokens.max(1) * self.cfg.out_hidden_size * self.esize();
+        let buffer = self.stream.alloc_zeros::<u8>(bytes).map_err(cuda)?;
+        self.stream.synchronize().map_err(cuda)?;
+        Ok(buffer)
     }
 
     fn linear(&self, l: &Linear, x: u64, y: u64, rows: usize) -> Result<()> {
