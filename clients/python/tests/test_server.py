@@ -372,7 +372,7 @@ def test_embedding_cache(make_server, tmp_path):
             np.testing.assert_array_equal(again.numpy(), values)
             assert again.frame_indices == first.frame_indices and again.grid_thw == GRID
         data = (VIDEO_DIR / VIDEO).read_bytes()
-        with c.embed(data, output="inline") as uploaded:
+        with c.embed(data=data, output="inline") as uploaded:
             assert uploaded.decoded_on == "cache"
             np.testing.assert_array_equal(uploaded.numpy(), values)
         # Other sampling or other bytes: computed afresh.
