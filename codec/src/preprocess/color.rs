@@ -166,7 +166,7 @@ impl ColorConverter {
 /// Rounds a normalized value to an 8-bit level (kept as f32).
 #[inline(always)]
 fn level(v: f32) -> f32 {
-    (v * 255.0).clamp(0.0, 255.0).round_ties_even()
+    super::round_level(v * 255.0)
 }
 
 #[multiversion(targets("x86_64+avx2+fma", "x86_64+sse4.1", "aarch64+neon"))]

@@ -91,10 +91,11 @@ impl Planes {
     /// half to even, as torch's cast after `round()`).
     pub fn to_rgb(&self) -> RgbImage {
         let mut out = RgbImage::new(self.width, self.height);
-        for (c, plane) in self.planes.iter().enumerate() {
-            for (dst, &v) in out.data.iter_mut().skip(c).step_by(3).zip(plane) {
-                *dst = v.clamp(0.0, 255.0).round_ties_even() as u8;
-            }
+        let [r, g, b] = &self.planes;
+        for (((dst, &r), &g), &b) in out.data.chunks_exact_mut(3).zip(r).zip(g).zip(b) {
+            dst[0] = super::round_level(r) as u8;
+            dst[1] = super::round_level(g) as u8;
+            dst[2] = super::round_level(b) as u8;
         }
         out
     }
