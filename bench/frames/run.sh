@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `reel frames` against the qwen-vl-utils CPU pipeline, same clips, same cores.
-# Usage: bench/frames/run.sh [python-with-qwen-vl-utils]   (default: python3)
+# Usage: bench/frames/run.sh [python-with-qwen-vl-utils]   (default: python3; make one with
+# bench/frames/setup_peer.sh)
 # Writes bench/results/frames_cpu_<date>.json and prints a summary.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
