@@ -136,11 +136,11 @@ pub fn prepare(
 ) -> anyhow::Result<Frames> {
     if let Device::Cuda(gpu) = device {
         match gpu.check_stream(video.info()) {
-            Ok(caps) => {
+            Ok(_) => {
                 let mut prepared = gpu.prepare_streamed(
                     video,
                     plan,
-                    caps.engines.max(1) as usize,
+                    gpu.sessions(),
                     PixelDtype::F32,
                     cancel,
                     on_slice,

@@ -121,6 +121,7 @@ pub fn run(
     cache: Option<&EmbeddingCache>,
 ) -> anyhow::Result<Outcome> {
     let t0 = Instant::now();
+    let demux_span = tracing::info_span!("demux").entered();
     let video = match input {
         Input::Path(path) => Video::open(&path)?,
         Input::Bytes { data, name } => Video::from_bytes(data, name.as_deref())?,
@@ -134,6 +135,7 @@ pub fn run(
         _ => None,
     };
     let demux = t0.elapsed().as_secs_f64();
+    drop(demux_span);
     if let Some(tensor) = cached
         .as_ref()
         .and_then(|(_, _, hit)| hit.as_ref()?.share())
@@ -165,6 +167,8 @@ pub fn run(
         }
     };
     let streamed = matches!(want, Want::Embeddings(m) if m.stream_slices) && request.is_some();
+    let decode_span =
+        tracing::info_span!("decode_preprocess", frames = plan.frames.len()).entered();
     let frames = engine::prepare(
         device,
         &video,
@@ -182,7 +186,9 @@ pub fn run(
         .into());
     }
     let decode_preprocess = t1.elapsed().as_secs_f64();
+    drop(decode_span);
     let t2 = Instant::now();
+    let _finish = tracing::info_span!("finish").entered();
     let tensor = match (want, frames.pixels, request) {
         (Want::Frames, Pixels::Device(p), _) => Tensor::DevicePixels(p),
         (Want::Frames, Pixels::Host(v), _) => Tensor::Host {

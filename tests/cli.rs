@@ -254,3 +254,36 @@ fn transcode_keeps_copies_of_a_file_apart() {
             .unwrap();
     }
 }
+
+/// `--trace` writes a Chrome trace of the job: demux, decode segments, frame conversions.
+#[test]
+fn trace_writes_a_timeline() {
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("trace.json");
+    run_ok(
+        reel()
+            .arg("--trace")
+            .arg(&trace)
+            .args(["embed", "--device", "cpu", "--model"])
+            .arg(data("tiny-qwen2.5-vl"))
+            .arg("-o")
+            .arg(dir.path().join("e.safetensors"))
+            .arg(data("video/h264_longgop.mp4")),
+    );
+    let events: Vec<Value> = serde_json::from_slice(&std::fs::read(&trace).unwrap()).unwrap();
+    let count = |name: &str| {
+        events
+            .iter()
+            .filter(|e| e["name"] == name && e["ph"] == "B")
+            .count()
+    };
+    assert_eq!(count("demux"), 1);
+    assert!(count("segment") >= 1);
+    assert_eq!(count("convert"), 24, "one conversion per sampled frame");
+    for e in events.iter().filter(|e| e["ph"] == "B" || e["ph"] == "E") {
+        assert!(
+            e["ts"].as_f64().is_some() && e["tid"].as_u64().is_some(),
+            "{e}"
+        );
+    }
+}

@@ -67,16 +67,37 @@ def main():
 
     reel, peer = load(folder, "reel-frames.json"), load(folder, "peer-frames.json")
     if reel and peer:
+        single = load(folder, "reel-frames-1session.json") or []
+        single = {os.path.basename(r["file"]): r for r in single}
         rows = []
         for r, p in zip(reel, peer):
-            rows.append({"file": os.path.basename(r["file"]), "reel": r, "peer": p,
-                         "speedup": p["latency_s"]["median"] / r["latency_s"]["median"]})
-            print(f"pipeline {os.path.basename(r['file'])}: reel {r['latency_s']['median']:.3f} s vs "
-                  f"{p['latency_s']['median']:.3f} s = {rows[-1]['speedup']:.2f}x")
+            name = os.path.basename(r["file"])
+            row = {"file": name, "reel_all_engines": r, "peer": p,
+                   "speedup_vs_peer": p["latency_s"]["median"] / r["latency_s"]["median"]}
+            if name in single:
+                row["reel_one_session"] = single[name]
+                row["speedup_vs_one_session"] = single[name]["latency_s"]["median"] / r["latency_s"]["median"]
+            rows.append(row)
+            print(f"pipeline {name}: all engines {r['latency_s']['median']:.3f} s, one session "
+                  f"{single[name]['latency_s']['median'] if name in single else float('nan'):.3f} s, peer "
+                  f"{p['latency_s']['median']:.3f} s = {row['speedup_vs_peer']:.2f}x")
+        many, ceiling = load(folder, "reel-frames-64.json"), load(folder, "reel-decode-ceiling.json")
+        concurrency = None
+        if many and ceiling:
+            best = max(ceiling[0]["results"], key=lambda x: x["aggregate_fps"])
+            m = many[0]
+            concurrency = {"videos": m["concurrent"], "videos_per_s": m["videos_per_s"],
+                           "aggregate_decoded_fps": m["aggregate_decoded_fps"],
+                           "decode_ceiling_fps": best["aggregate_fps"], "ceiling_sessions": best["sessions"],
+                           "fraction_of_ceiling": m["aggregate_decoded_fps"] / best["aggregate_fps"]}
+            print(f"64 videos at once: {m['aggregate_decoded_fps']:.0f} decoded fps = "
+                  f"{100 * concurrency['fraction_of_ceiling']:.1f}% of the {best['aggregate_fps']:.0f} fps ceiling")
         doc = {"benchmark": "gpu_decode_preprocess", "commit": commit, "device": device,
-               "command": "bash bench/gpu/run.sh (reel bench frames --device cuda; bench/gpu/peer_pynvc.py pipeline)",
+               "command": "ONLY=frames bash bench/gpu/run.sh (reel bench frames --device cuda [--sessions 1] "
+                          "[--concurrent 64]; reel bench decode; bench/gpu/peer_pynvc.py pipeline)",
                "peer": "PyNvVideoCodec 2.2.4 single decoder (RGB planar) + transformers 5.17 Qwen2VLVideoProcessor(device='cuda')",
-               "sampling": "2 fps, qwen-vl-utils indices and pixel budget (grid (30, 40, 72))", "clips": rows}
+               "sampling": "2 fps, qwen-vl-utils indices and pixel budget", "clips": rows,
+               "concurrent_videos": concurrency}
         json.dump(doc, open(f"bench/results/gpu_frames_{stamp}.json", "w"), indent=2)
 
     reel, peer = load(folder, "reel-encode.json"), load(folder, "peer-encode.json")

@@ -54,13 +54,26 @@ step reel-decode-5min $?
 kill $dmon 2>/dev/null
 fi
 
-# 4. Decode + preprocess to the Qwen2.5-VL layout, 2 fps sampling.
+# 4. One video's latency to preprocessed frames on the GPU (2 fps sampling): reel on one
+#    NVDEC session, reel on every engine (the GPU's session share, GOP segments balanced by
+#    cost), PyNvVideoCodec single decoder + HF processor; 30 s H.264 and HEVC, 5 min H.264.
+#    Then 64 videos at once (aggregate decode rate against the all-engine ceiling of
+#    `reel bench decode`), and a --trace timeline of one video.
 if want frames; then
+long=$clips/h264_5min.h264
 "$BIN/reel" frames "$h264" --device cuda -o /tmp/reel-frames.safetensors --json >> "$OUT/steps.txt" 2>&1
-timeout 180 "$BIN/reel" bench frames "$h264" "$hevc" --device cuda --iterations 5 > "$OUT/reel-frames.json" 2>> "$OUT/steps.txt"
+timeout 240 "$BIN/reel" bench frames "$h264" "$hevc" "$long" --device cuda --sessions 1 --iterations 3 > "$OUT/reel-frames-1session.json" 2>> "$OUT/steps.txt"
+step reel-frames-1session $?
+timeout 180 "$BIN/reel" bench frames "$h264" "$hevc" "$long" --device cuda --iterations 5 > "$OUT/reel-frames.json" 2>> "$OUT/steps.txt"
 step reel-frames $?
-timeout 300 python3 bench/gpu/peer_pynvc.py pipeline "$h264" "$hevc" --iterations 5 > "$OUT/peer-frames.json" 2>> "$OUT/steps.txt"
+timeout 300 python3 bench/gpu/peer_pynvc.py pipeline "$h264" "$hevc" "$long" --iterations 3 > "$OUT/peer-frames.json" 2>> "$OUT/steps.txt"
 step peer-frames $?
+timeout 200 "$BIN/reel" bench frames "$h264" --device cuda --concurrent 64 --iterations 2 > "$OUT/reel-frames-64.json" 2>> "$OUT/steps.txt"
+step reel-frames-64 $?
+timeout 120 "$BIN/reel" bench decode "$h264" --sessions 14,16 > "$OUT/reel-decode-ceiling.json" 2>> "$OUT/steps.txt"
+step reel-decode-ceiling $?
+"$BIN/reel" --trace "$OUT/trace-h264-30s.json" frames "$h264" --device cuda -o /tmp/reel-frames.safetensors >> "$OUT/steps.txt" 2>&1
+step trace $?
 fi
 
 # 5. The CUDA vision tower: parity tests, then the 7B tower against HF transformers (sdpa,

@@ -14,6 +14,7 @@ mod cancel;
 pub mod decode;
 pub mod demux;
 mod error;
+mod fair;
 pub mod gpu;
 mod index;
 pub mod pipeline;

@@ -116,6 +116,8 @@ pub fn prepare_cpu(
         segments
             .par_iter()
             .map(|segment| {
+                let _span =
+                    tracing::info_span!("segment", packets = segment.packets.len()).entered();
                 decode::cpu::decode_range(
                     video,
                     segment,
@@ -123,6 +125,7 @@ pub fn prepare_cpu(
                     per_decoder,
                     cancel,
                     &mut |frame| {
+                        let _span = tracing::info_span!("convert", frame = frame.frame).entered();
                         let image = frame_to_rgb(info, &frame, h, w);
                         let mut out = resized.lock().expect("no panics while holding the lock");
                         for &slot in &slots[&frame.frame] {
@@ -161,7 +164,10 @@ pub fn prepare_cpu(
         .into_iter()
         .map(|f| f.expect("checked above"))
         .collect();
-    let pixel_values = pool.install(|| patchify_frames(&frames, plan.grid_thw));
+    let pixel_values = {
+        let _span = tracing::info_span!("patchify").entered();
+        pool.install(|| patchify_frames(&frames, plan.grid_thw))
+    };
     report.corrupt_frames.sort_unstable();
     report.corrupt_frames.dedup();
     Ok(Prepared {

@@ -134,6 +134,14 @@ struct FramesBench {
     /// CPU worker threads [default: all cores].
     #[arg(long)]
     threads: Option<usize>,
+    /// GPU: at most this many NVDEC sessions for one video [default: the GPU's share,
+    /// two per engine].
+    #[arg(long)]
+    sessions: Option<usize>,
+    /// Videos prepared at once (copies of each file, from as many threads); the
+    /// aggregate decode rate is reported.
+    #[arg(long, default_value_t = 1)]
+    concurrent: usize,
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<()> {
@@ -157,26 +165,48 @@ fn frames(b: FramesBench) -> anyhow::Result<()> {
     let options = b.sampling.options();
     let mut results = Vec::new();
     for file in &b.files {
-        let run_once = || -> anyhow::Result<(Duration, usize, usize, usize)> {
-            let t = Instant::now();
+        let prepare_one = || -> anyhow::Result<(usize, usize, usize)> {
             let video =
                 Video::open(file).with_context(|| format!("cannot open {}", file.display()))?;
             let plan = SamplePlan::new(video.info(), video.index(), &options)?;
-            let prepared = crate::engine::prepare(
-                &device,
-                &video,
-                &plan,
-                threads,
-                &reel_codec::Cancel::new(),
-                None,
-            )?;
-            prepared.pixels.synchronize()?;
+            let cancel = reel_codec::Cancel::new();
+            let report = match (&device, b.sessions) {
+                (crate::engine::Device::Cuda(gpu), Some(n)) => {
+                    let dtype = reel_codec::gpu::PixelDtype::F32;
+                    let prepared = gpu.prepare(&video, &plan, n, dtype, &cancel)?;
+                    prepared.synchronize()?;
+                    prepared.report
+                }
+                _ => {
+                    let prepared =
+                        crate::engine::prepare(&device, &video, &plan, threads, &cancel, None)?;
+                    prepared.pixels.synchronize()?;
+                    prepared.report
+                }
+            };
             Ok((
-                t.elapsed(),
                 video.index().len(),
                 plan.frames.len(),
-                prepared.report.packets_decoded,
+                report.packets_decoded,
             ))
+        };
+        let run_once = || -> anyhow::Result<(Duration, usize, usize, usize)> {
+            let t = Instant::now();
+            let runs: Vec<anyhow::Result<(usize, usize, usize)>> = std::thread::scope(|scope| {
+                let workers: Vec<_> = (0..b.concurrent.max(1))
+                    .map(|_| scope.spawn(prepare_one))
+                    .collect();
+                workers
+                    .into_iter()
+                    .map(|w| {
+                        w.join()
+                            .unwrap_or_else(|_| Err(anyhow::anyhow!("a worker panicked")))
+                    })
+                    .collect()
+            });
+            let runs = runs.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
+            let (total, sampled, decoded) = runs[0];
+            Ok((t.elapsed(), total, sampled, decoded))
         };
         let (_, total, sampled, decoded) = run_once()?;
         let times = (0..b.iterations.max(1))
@@ -199,6 +229,10 @@ fn frames(b: FramesBench) -> anyhow::Result<()> {
             "latency_s": { "median": med, "min": times.iter().min().unwrap().as_secs_f64(), "max": times.iter().max().unwrap().as_secs_f64(), "runs": times.len() },
             "video_frames_per_s": total as f64 / med,
             "sampled_frames_per_s": sampled as f64 / med,
+            "sessions": b.sessions,
+            "concurrent": b.concurrent,
+            "videos_per_s": b.concurrent as f64 / med,
+            "aggregate_decoded_fps": (b.concurrent * decoded) as f64 / med,
         }));
     }
     crate::output::print(serde_json::to_string_pretty(&results)?);

@@ -19,6 +19,11 @@ pub struct Cli {
     /// Log debug information (or set REEL_LOG, e.g. REEL_LOG=reel_codec=trace).
     #[arg(long, short, global = true)]
     pub verbose: bool,
+    /// Write a timeline of the work (demux, decode segments, frame conversions, encoder
+    /// forwards, per thread) to this file in Chrome's trace format (open it in Perfetto
+    /// or chrome://tracing).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub trace: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }

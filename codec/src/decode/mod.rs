@@ -12,7 +12,7 @@ mod segments;
 
 use std::collections::HashMap;
 
-pub use segments::split_at_gops;
+pub use segments::{partition, split_at_gops, Segment};
 
 use crate::bitstream::{h264, hevc, nal};
 use crate::preprocess::YuvImage;

@@ -372,7 +372,14 @@ impl Shared {
                         .expect("no panics while holding the lock");
                 }
             };
+            let span = tracing::info_span!(
+                "forward",
+                runs = batch.len(),
+                slices = batch.iter().map(|t| t.run.count).sum::<usize>(),
+            )
+            .entered();
             let result = self.encode(&batch);
+            drop(span);
             let counts: Vec<(u64, usize)> = batch.iter().map(|t| (t.id, t.run.count)).collect();
             let patches: usize = batch
                 .iter()
