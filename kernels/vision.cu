@@ -52,15 +52,17 @@ __device__ float block_sum(float v) {
 }
 
 // One row per block of 256 threads, the row held in registers (cols <= 8 * 256):
-// x += delta (rounded to T, when delta is given), then
-// out = T(T(x * rsqrt(mean(x^2) + eps)) * w).
+// x += delta (when delta is given, rounded to X: the residual stream's type), then
+// out = T(T(x * rsqrt(mean(x^2) + eps)) * w). bf16 towers keep the residual stream x in
+// float (X = float, T = bf16): the 64 residual adds of a 32-block tower are then exact
+// to f32, which halves the bf16 tower's distance from the f32 result (docs/encoder-cuda.md).
 #define NORM_THREADS 256
 #define NORM_PER_THREAD 8
-template <typename T>
-__device__ void add_rmsnorm(T* __restrict__ x, const T* __restrict__ delta, const T* __restrict__ w,
+template <typename X, typename T>
+__device__ void add_rmsnorm(X* __restrict__ x, const T* __restrict__ delta, const T* __restrict__ w,
                             T* __restrict__ out, int cols, float eps) {
     long long row = blockIdx.x;
-    T* xr = x + row * cols;
+    X* xr = x + row * cols;
     const T* dr = delta ? delta + row * cols : nullptr;
     T* orow = out + row * cols;
     float v[NORM_PER_THREAD];
@@ -72,8 +74,8 @@ __device__ void add_rmsnorm(T* __restrict__ x, const T* __restrict__ delta, cons
         if (c < cols) {
             v[k] = to_f(xr[c]);
             if (dr) {
-                v[k] = round_to<T>(v[k] + to_f(dr[c]));
-                xr[c] = from_f<T>(v[k]);
+                v[k] = round_to<X>(v[k] + to_f(dr[c]));
+                xr[c] = from_f<X>(v[k]);
             }
             ss += v[k] * v[k];
         }
@@ -366,8 +368,8 @@ extern "C" __global__ void __launch_bounds__(TC_WARPS * 32)
 // Entry points, one per element type.
 #define ENTRY_POINTS(SUFFIX, T)                                                                                      \
     extern "C" __global__ void __launch_bounds__(NORM_THREADS)                                                       \
-        add_rmsnorm_##SUFFIX(T* x, const T* delta, const T* w, T* out, int cols, float eps) {                        \
-        add_rmsnorm<T>(x, delta, w, out, cols, eps);                                                                 \
+        add_rmsnorm_##SUFFIX(float* x, const T* delta, const T* w, T* out, int cols, float eps) {                    \
+        add_rmsnorm<float, T>(x, delta, w, out, cols, eps);                                                          \
     }                                                                                                                \
     extern "C" __global__ void rope_qk_##SUFFIX(T* qkv, const float* c, const float* s, int heads, int hd) {         \
         rope_qk<T>(qkv, c, s, heads, hd);                                                                            \

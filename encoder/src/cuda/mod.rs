@@ -485,7 +485,9 @@ impl CudaTower {
         // Activations.
         let patch_dim = cfg.patch_dim();
         let input = self.alloc(n * patch_dim)?;
-        let x = self.alloc(n * hid)?;
+        // The residual stream, f32 whatever the model dtype (zero: the patch embedding is
+        // added in by the first norm).
+        let x = Buf(s.alloc_zeros::<u8>(n * hid * 4).map_err(cuda)?);
         let h = self.alloc(n * hid)?;
         let qkv = self.alloc(n * 3 * hid)?;
         let attn = self.alloc(n * hid)?;
@@ -522,14 +524,14 @@ impl CudaTower {
             &cols_i
         )?;
         marks.mark("gather")?;
-        self.linear(&self.patch_embed, input_p, x_p, n)?;
+        self.linear(&self.patch_embed, input_p, delta_p, n)?;
         marks.mark("patch_embed")?;
 
         let scale = 1.0f32 / (hd as f32).sqrt();
         let (heads_i, hd_i) = (heads as i32, hd as i32);
-        let mut pending_delta: Option<u64> = None;
+        let mut pending_delta = Some(delta_p);
         for blk in &self.blocks {
-            // x += previous MLP output; h = norm1(x)
+            // x += previous MLP output (the patch embedding, first); h = norm1(x)
             self.rmsnorm(x_p, pending_delta, &blk.norm1, h_p, n)?;
             marks.mark("rmsnorm")?;
             self.linear(&blk.qkv, h_p, qkv_p, n)?;
