@@ -1,7 +1,8 @@
 """Charts of the GPU benchmark results: bench/results/*.json → PNG beside them.
 
 Usage: python3 bench/plot.py [bench/results/encoder_gpu_DATE.json ...]
-(default: the newest encoder_gpu_* and encoder_batching_* files). Needs matplotlib.
+(default: the newest encoder_gpu_*, encoder_batching_* and gpu_frames_* files). Needs
+matplotlib.
 """
 
 import glob
@@ -72,10 +73,41 @@ def batching_chart(path):
     print("wrote", out)
 
 
+def frames_chart(path):
+    doc = json.load(open(path))
+    rows = [r for r in doc["clips"] if "reel_one_session" in r]
+    modes = [("reel, 1 NVDEC session", "reel_one_session", "tab:gray"),
+             ("reel, all engines", "reel_all_engines", "tab:blue"),
+             ("PyNvVideoCodec + HF processor", "peer", "tab:orange")]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    width = 0.27
+    for k, (label, key, color) in enumerate(modes):
+        xs = [i + (k - 1) * width for i in range(len(rows))]
+        ys = [r[key]["latency_s"]["median"] for r in rows]
+        ax.bar(xs, ys, width, label=label, color=color)
+        for x, y in zip(xs, ys):
+            ax.annotate(f"{y:.2f}", (x, y), ha="center", va="bottom", fontsize=7)
+    ax.set_xticks(range(len(rows)), [r["file"] for r in rows])
+    ax.set_yscale("log")
+    ax.set_ylabel("seconds to preprocessed frames on the GPU (log)")
+    ax.set_title(f"One video, 2 fps sampling\n{doc['device']}", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = path.replace(".json", ".png")
+    fig.savefig(out, dpi=120)
+    print("wrote", out)
+
+
 def main():
-    paths = sys.argv[1:] or [p for p in (newest("encoder_gpu_*.json"), newest("encoder_batching_*.json")) if p]
+    defaults = ("encoder_gpu_*.json", "encoder_batching_*.json", "gpu_frames_*.json")
+    paths = sys.argv[1:] or [p for p in map(newest, defaults) if p]
     for p in paths:
-        (batching_chart if "batching" in p else encoder_chart)(p)
+        if "batching" in p:
+            batching_chart(p)
+        elif "frames" in p:
+            frames_chart(p)
+        else:
+            encoder_chart(p)
 
 
 if __name__ == "__main__":

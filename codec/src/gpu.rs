@@ -14,7 +14,7 @@ use cudarc::driver::{
 use crate::decode::nvdec::{self, DecoderCaps, DecoderPool, Picture, Session};
 use crate::decode::{partition, split_at_gops, DecodeReport, Disposability, Segment, Wanted};
 use crate::fair::FairShare;
-use crate::pipeline::check_readable;
+use crate::pipeline::{check_readable, slots_by_frame};
 use crate::plan::{SamplePlan, TEMPORAL_PATCH_SIZE};
 use crate::preprocess::{ColorConverter, Normalization, TapTable, PATCH_DIM};
 use crate::stream::{Range, Rotation, StreamInfo};
@@ -490,21 +490,6 @@ impl GpuPrepared {
     pub fn synchronize(&self) -> Result<()> {
         self.buffer.stream().synchronize().map_err(driver)
     }
-}
-
-/// Output slots of each sampled frame (an odd count repeats the last frame).
-fn slots_by_frame(plan: &SamplePlan) -> HashMap<usize, Vec<usize>> {
-    let mut slots: HashMap<usize, Vec<usize>> = HashMap::new();
-    for (slot, &f) in plan.frames.iter().enumerate() {
-        slots.entry(f).or_default().push(slot);
-    }
-    if plan.frames.len() % TEMPORAL_PATCH_SIZE != 0 {
-        slots
-            .entry(*plan.frames.last().expect("non-empty plan"))
-            .or_default()
-            .push(plan.frames.len());
-    }
-    slots
 }
 
 /// Work shared by the decode workers of one `prepare` call.

@@ -64,8 +64,7 @@ pub fn patchify_frames(frames: &[RgbImage], grid_thw: [usize; 3]) -> PixelValues
 }
 
 /// Output slots of each sampled frame; an odd count repeats the last frame.
-#[cfg_attr(not(feature = "ffmpeg"), allow(dead_code))]
-fn slots_by_frame(plan: &SamplePlan) -> HashMap<usize, Vec<usize>> {
+pub(crate) fn slots_by_frame(plan: &SamplePlan) -> HashMap<usize, Vec<usize>> {
     let mut slots: HashMap<usize, Vec<usize>> = HashMap::new();
     for (slot, &f) in plan.frames.iter().enumerate() {
         slots.entry(f).or_default().push(slot);
