@@ -529,27 +529,42 @@ impl Job<'_> {
 
     fn work_inner(&self) -> Result<()> {
         let gpu = self.gpu;
+        let mut i = self.next.fetch_add(1, Ordering::Relaxed);
+        let Some(mut segment) = self.segments.get(i) else {
+            return Ok(());
+        };
+        // The stream and the conversion buffers are made once the first permit is held, so
+        // that workers waiting for a session hold no device memory.
+        let mut permit = Some(self.permit(i));
         gpu.ctx.bind_to_thread().map_err(driver)?;
         let stream = gpu.ctx.new_stream().map_err(driver)?;
         let mut kernels = FrameKernels::new(gpu, &stream, self.video.info(), self.plan)?;
         let disposability = Disposability::for_video(self.video);
         let mut report = DecodeReport::default();
-        while !self.failed.load(Ordering::Relaxed) {
-            let i = self.next.fetch_add(1, Ordering::Relaxed);
-            let Some(segment) = self.segments.get(i) else {
-                break;
-            };
-            let permit = tracing::info_span!("wait_for_session", segment = i).entered();
-            let _permit = gpu.sessions.acquire(self.request);
-            drop(permit);
+        loop {
+            let _permit = permit.take().unwrap_or_else(|| self.permit(i));
             let _span =
                 tracing::info_span!("segment", segment = i, packets = segment.packets()).entered();
             for range in &segment.ranges {
                 self.decode_range(range, &stream, &mut kernels, &disposability, &mut report)?;
             }
+            if self.failed.load(Ordering::Relaxed) {
+                break;
+            }
+            i = self.next.fetch_add(1, Ordering::Relaxed);
+            match self.segments.get(i) {
+                Some(next) => segment = next,
+                None => break,
+            }
         }
         self.report.lock().expect("report lock").merge(report);
         Ok(())
+    }
+
+    /// Waits for a session of the GPU's share for segment `i`.
+    fn permit(&self, i: usize) -> crate::fair::Permit<'_> {
+        let _wait = tracing::info_span!("wait_for_session", segment = i).entered();
+        self.gpu.sessions.acquire(self.request)
     }
 
     /// Decodes one independent range on a fresh parser (the decoder comes from the pool).
