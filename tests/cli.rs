@@ -287,3 +287,58 @@ fn trace_writes_a_timeline() {
         );
     }
 }
+
+/// A rerun skips what is done with the same settings, redoes it with other sampling, and
+/// survives an unfinished last manifest row (an interrupted run): the row is cut and its
+/// video redone, every line of the manifest stays a row.
+#[test]
+fn transcode_resumes_by_content_and_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let inputs = [
+        data("video/h264_main_bframes.mp4"),
+        data("video/hevc_main.mp4"),
+    ];
+    let run = |fps: &str| -> Value {
+        let stdout = run_ok(
+            reel()
+                .args(["transcode", "--device", "cpu", "--json", "--what", "frames"])
+                .args([
+                    "--fps",
+                    fps,
+                    "--min-pixels",
+                    "3136",
+                    "--max-pixels",
+                    "20000",
+                    "-o",
+                ])
+                .arg(&out)
+                .args(&inputs),
+        );
+        serde_json::from_str(&stdout).unwrap()
+    };
+    let counts = |v: &Value| (v["ok"].as_u64().unwrap(), v["skipped"].as_u64().unwrap());
+    assert_eq!(counts(&run("2")), (2, 0));
+    assert_eq!(counts(&run("2")), (0, 2), "same settings: nothing to do");
+    assert_eq!(counts(&run("1")), (2, 0), "other sampling: redone");
+    let manifest = out.join("manifest.jsonl");
+    let mut text = std::fs::read_to_string(&manifest).unwrap();
+    text.push_str(r#"{"source":"interrupted","si"#);
+    std::fs::write(&manifest, &text).unwrap();
+    assert_eq!(
+        counts(&run("1")),
+        (0, 2),
+        "the torn row is cut, the rows before it count"
+    );
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    assert_eq!(
+        text.lines().count(),
+        4,
+        "two runs did work, two skipped everything"
+    );
+    for line in text.lines() {
+        let row: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(row["status"], "ok");
+        assert_eq!(row["settings"].as_str().unwrap().len(), 16);
+    }
+}

@@ -3,8 +3,10 @@
 //! Videos are processed by `--jobs` workers; one writer collects their tensors into
 //! shards of bounded size. A shard is written to a temporary file, synced and renamed
 //! before its manifest rows are appended (and synced), so a crash never leaves a row that
-//! points at a partial shard. A rerun skips videos whose content hash is already in the
-//! manifest with status "ok".
+//! points at a partial shard (an unfinished last row is cut on the next run). A rerun skips
+//! videos whose content hash is already in the manifest with status "ok" and the same
+//! settings (`--what`, sampling, model, dtype); other settings redo them, and readers take
+//! the last row of each source.
 
 use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, Write};
@@ -116,6 +118,10 @@ pub struct Row {
     pub size: u64,
     /// BLAKE3 of the file's bytes.
     pub hash: String,
+    /// What the run was asked for (see [`settings_id`]): a rerun with other settings
+    /// redoes the video.
+    #[serde(default)]
+    pub settings: String,
     pub status: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -187,6 +193,39 @@ fn shard_key(path: &Path) -> u64 {
         .fold(0xcbf2_9ce4_8422_2325, |h, b| {
             (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
         })
+}
+
+/// Identifies what a run stores per video: `--what`, the sampling options, the model and
+/// its dtype (BLAKE3 of their JSON, 16 hex digits).
+fn settings_id(args: &TranscodeArgs) -> String {
+    let model = args
+        .model
+        .as_ref()
+        .map(|m| m.canonicalize().unwrap_or_else(|_| m.clone()));
+    let settings = serde_json::json!({
+        "what": args.what,
+        "sampling": args.sampling.options(),
+        "model": model,
+        "dtype": model.as_ref().map(|_| &args.encoder.dtype),
+    });
+    blake3::hash(settings.to_string().as_bytes()).to_hex()[..16].to_string()
+}
+
+/// Cuts a manifest's last line when a crash left it unfinished (no newline), so that
+/// the rows appended next start on a line of their own; the video of the cut row is
+/// redone. Returns whether anything was cut.
+fn cut_torn_row(path: &Path) -> anyhow::Result<bool> {
+    let Ok(bytes) = std::fs::read(path) else {
+        return Ok(false);
+    };
+    if bytes.is_empty() || bytes.ends_with(b"\n") {
+        return Ok(false);
+    }
+    let keep = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let file = std::fs::OpenOptions::new().write(true).open(path)?;
+    file.set_len(keep as u64)?;
+    file.sync_data()?;
+    Ok(true)
 }
 
 fn hash_file(path: &Path) -> anyhow::Result<(String, u64)> {
@@ -304,7 +343,15 @@ pub fn run(args: TranscodeArgs) -> anyhow::Result<()> {
         "manifest{}.jsonl",
         prefix.strip_prefix("part").unwrap_or("")
     ));
-    // Resume: videos already done (same content hash, status ok), and the next shard number.
+    // Resume: videos already done (same content hash and settings, status ok), and the
+    // next shard number.
+    if cut_torn_row(&manifest_path)? {
+        tracing::warn!(
+            "{}: cut an unfinished last row (an interrupted run); its video is redone",
+            manifest_path.display()
+        );
+    }
+    let settings = settings_id(&args);
     let mut done: HashSet<String> = HashSet::new();
     let mut seq = 0;
     if let Ok(file) = std::fs::File::open(&manifest_path) {
@@ -312,7 +359,7 @@ pub fn run(args: TranscodeArgs) -> anyhow::Result<()> {
             let Ok(row) = serde_json::from_str::<Row>(&line?) else {
                 continue;
             };
-            if row.status == "ok" {
+            if row.status == "ok" && row.settings == settings {
                 done.insert(row.hash.clone());
             }
             if let Some(n) = row
@@ -432,6 +479,7 @@ pub fn run(args: TranscodeArgs) -> anyhow::Result<()> {
                         source,
                         size: item.size,
                         hash: item.hash,
+                        settings: settings.clone(),
                         status: "error".into(),
                         error: Some(format!("{e:#}")),
                         stream: None,
@@ -486,6 +534,7 @@ pub fn run(args: TranscodeArgs) -> anyhow::Result<()> {
                             source,
                             size: item.size,
                             hash: item.hash,
+                            settings: settings.clone(),
                             status: "ok".into(),
                             error: None,
                             stream: Some(p.stream),
