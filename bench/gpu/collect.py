@@ -1,6 +1,7 @@
 """Turns the files bench/gpu/run.sh leaves in $OUT into bench/results/*.json.
 
-Usage: python3 bench/gpu/collect.py <fetched OUT folder> <device description>
+Usage: python3 bench/gpu/collect.py <fetched OUT folder, or its results.tar> <device description>
+(several folders or tars joined by commas: later ones win for the same file name)
 """
 
 import json
@@ -8,6 +9,8 @@ import os
 import re
 import subprocess
 import sys
+import tarfile
+import tempfile
 from datetime import date
 
 
@@ -23,8 +26,26 @@ def load(folder, name):
         return json.loads(text[text.rfind("\n{") + 1:])
 
 
+def gather(spec):
+    """One folder holding every result file, from folders and results.tar files."""
+    folder = tempfile.mkdtemp(prefix="reel-results-")
+    for part in spec.split(","):
+        tars = [part] if part.endswith(".tar") else [os.path.join(part, "results.tar")]
+        for t in tars:
+            if os.path.exists(t):
+                with tarfile.open(t) as tar:
+                    tar.extractall(folder, filter="data")
+        if os.path.isdir(part):
+            for name in os.listdir(part):
+                src = os.path.join(part, name)
+                if os.path.isfile(src) and not name.endswith(".tar"):
+                    with open(src, "rb") as a, open(os.path.join(folder, name), "wb") as b:
+                        b.write(a.read())
+    return folder
+
+
 def main():
-    folder, device = sys.argv[1], sys.argv[2]
+    folder, device = gather(sys.argv[1]), sys.argv[2]
     commit = subprocess.check_output(["git", "rev-parse", "HEAD"]).decode().strip()
     stamp = date.today().strftime("%Y%m%d")
     os.makedirs("bench/results", exist_ok=True)

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # The GPU suite in one call, from the repo root on the GPU machine, with .carry/ packed by
 # scripts/gpu-pack.sh: GPU tests, then NVDEC and pipeline benchmarks against PyNvVideoCodec
-# on the same clips. Results land in $OUT; bench/gpu/collect.py turns them into
-# bench/results/*.json.
+# on the same clips. Results are written to a work folder and packed into one file,
+# $OUT/results.tar (the device tool brings back at most 8 files), with steps.txt beside it;
+# bench/gpu/collect.py turns them into bench/results/*.json.
 set -uo pipefail
-OUT=${OUT:-/tmp/reel-gpu-out}
-mkdir -p "$OUT"
+FETCH=${OUT:-/tmp/reel-gpu-out}
+OUT=/tmp/reel-gpu-results
+rm -rf "$OUT" && mkdir -p "$OUT" "$FETCH"
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:/usr/local/nvidia/lib64:${LD_LIBRARY_PATH:-}
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
 BIN=.carry/bin
@@ -153,3 +155,4 @@ fi
 
 grep -E "^test |test result|CUDA vs CPU|worst|max rel|bit-identical|max abs diff|sessions:|Unsupported|reported" "$log" | tail -60
 cat "$OUT/steps.txt" | tail -30
+tar -C "$OUT" -cf "$FETCH/results.tar" . && cp "$OUT/steps.txt" "$FETCH/" 2>/dev/null
