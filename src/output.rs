@@ -58,6 +58,15 @@ pub fn f32_bytes(values: &[f32]) -> Vec<u8> {
     bytemuck_f32(values).to_vec()
 }
 
+/// Little-endian bf16 bytes of f32 values that are bf16 values widened (what a bf16 tower
+/// returns), so the conversion is exact.
+pub fn bf16_bytes(values: &[f32]) -> Vec<u8> {
+    values
+        .iter()
+        .flat_map(|&v| half::bf16::from_f32(v).to_le_bytes())
+        .collect()
+}
+
 /// Little-endian bytes of i64 values.
 pub fn i64_bytes(values: &[i64]) -> Vec<u8> {
     values.iter().flat_map(|v| v.to_le_bytes()).collect()

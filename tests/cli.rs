@@ -342,3 +342,59 @@ fn transcode_resumes_by_content_and_settings() {
         assert_eq!(row["settings"].as_str().unwrap().len(), 16);
     }
 }
+
+/// Embeddings keep the tower's precision in the shards: a bf16 tower writes BF16 tensors
+/// whose values are exactly those of `reel embed --dtype bf16`.
+#[test]
+fn transcode_stores_bf16_embeddings_as_bf16() {
+    let dir = tempfile::tempdir().unwrap();
+    let video = data("video/h264_main_bframes.mp4");
+    let out = dir.path().join("out");
+    run_ok(
+        reel()
+            .args([
+                "transcode",
+                "--device",
+                "cpu",
+                "--quiet",
+                "--what",
+                "embeddings",
+            ])
+            .args(["--dtype", "bf16", "--model"])
+            .arg(data("tiny-qwen2.5-vl"))
+            .arg("-o")
+            .arg(&out)
+            .arg(&video),
+    );
+    let row: Value = serde_json::from_str(
+        std::fs::read_to_string(out.join("manifest.jsonl"))
+            .unwrap()
+            .lines()
+            .next()
+            .unwrap(),
+    )
+    .unwrap();
+    let shard = std::fs::read(out.join(row["shard"].as_str().unwrap())).unwrap();
+    let st = SafeTensors::deserialize(&shard).unwrap();
+    let emb = st
+        .tensor(row["tensors"]["embeddings"].as_str().unwrap())
+        .unwrap();
+    assert_eq!(emb.dtype(), safetensors::Dtype::BF16);
+    let widened: Vec<f32> = emb
+        .data()
+        .chunks_exact(2)
+        .map(|c| f32::from_bits(u32::from(u16::from_le_bytes([c[0], c[1]])) << 16))
+        .collect();
+    let single = dir.path().join("e.safetensors");
+    run_ok(
+        reel()
+            .args(["embed", "--device", "cpu", "--dtype", "bf16", "--model"])
+            .arg(data("tiny-qwen2.5-vl"))
+            .arg("-o")
+            .arg(&single)
+            .arg(&video),
+    );
+    let single = std::fs::read(&single).unwrap();
+    let st1 = SafeTensors::deserialize(&single).unwrap();
+    assert_eq!(widened, f32s(st1.tensor("embeddings").unwrap().data()));
+}

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use super::sampling::SamplingArgs;
 use crate::engine::Device;
 use crate::job::{self, Input, Want};
-use crate::output::{f32_bytes, f64_bytes, i64_bytes, write_safetensors, Tensor};
+use crate::output::{bf16_bytes, f32_bytes, f64_bytes, i64_bytes, write_safetensors, Tensor};
 
 /// File extensions picked up when a directory is given.
 const VIDEO_EXTENSIONS: &[&str] = &[
@@ -392,6 +392,7 @@ pub fn run(args: TranscodeArgs) -> anyhow::Result<()> {
         )),
         None => None,
     };
+    let embedding_dtype = tower.as_ref().map(|m| m.tower.dtype());
     let manifest = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -514,8 +515,13 @@ pub fn run(args: TranscodeArgs) -> anyhow::Result<()> {
                             f32_bytes(values),
                         );
                     }
+                    // Embeddings keep the tower's precision: a bf16 tower's values are bf16.
                     if let Some((values, shape)) = &p.embeddings {
-                        add("embeddings", Dtype::F32, shape.to_vec(), f32_bytes(values));
+                        let (dtype, bytes) = match embedding_dtype {
+                            Some(reel_encoder::DType::BF16) => (Dtype::BF16, bf16_bytes(values)),
+                            _ => (Dtype::F32, f32_bytes(values)),
+                        };
+                        add("embeddings", dtype, shape.to_vec(), bytes);
                     }
                     add(
                         "video_grid_thw",
