@@ -86,14 +86,20 @@ fn open_gpu(ordinal: usize) -> reel_codec::Result<Arc<Gpu>> {
 }
 
 /// Pixel values where they were made.
-// Without FFmpeg only the GPU makes pixel values.
-#[cfg_attr(not(feature = "ffmpeg"), allow(dead_code))]
 pub enum Pixels {
     Host(PixelValues),
     Device(GpuPrepared),
 }
 
 impl Pixels {
+    /// The patch grid (t, h, w) of the values.
+    pub fn grid_thw(&self) -> [usize; 3] {
+        match self {
+            Pixels::Host(v) => v.grid_thw,
+            Pixels::Device(p) => p.grid_thw,
+        }
+    }
+
     /// The values in host memory (a copy from the GPU when made there).
     pub fn into_host(self) -> anyhow::Result<PixelValues> {
         Ok(match self {
@@ -285,30 +291,41 @@ impl Model {
         }
     }
 
-    /// Encodes host pixel values of one video (`grid` = its video_grid_thw): through the
-    /// batcher on a GPU (the result stays there), directly on the CPU.
-    pub fn encode_host(
+    /// Encodes one video's pixel values. A GPU model takes them through its batcher —
+    /// into `request` when one was opened for the video already (the slices it streamed
+    /// are kept), a new one otherwise — and the result stays on the GPU; a CPU model
+    /// encodes directly.
+    pub fn encode(
         &self,
-        values: &[f32],
-        grid: [usize; 3],
+        pixels: &Pixels,
+        request: Option<reel_encoder::cuda::Request>,
     ) -> anyhow::Result<crate::job::Tensor> {
         use crate::job::Tensor;
-        Ok(match &self.batcher {
-            Some(batcher) => {
-                let request = batcher.request(grid)?;
-                request.submit_rest(
-                    &batcher.upload(values)?,
-                    reel_encoder::cuda::InputDtype::F32,
-                );
-                Tensor::DeviceEmbeddings(Arc::new(request.finish()?))
+        use reel_encoder::cuda::InputDtype;
+        let Some(batcher) = &self.batcher else {
+            let emb = match pixels {
+                Pixels::Host(v) => self.tower.encode(&v.data, &[v.grid_thw])?,
+                Pixels::Device(p) => self.tower.encode(&p.to_host_f32()?, &[p.grid_thw])?,
+            };
+            return Ok(Tensor::Host {
+                shape: [emb.rows, emb.hidden],
+                data: emb.data,
+            });
+        };
+        let request = match request {
+            Some(r) => r,
+            None => batcher.request(pixels.grid_thw())?,
+        };
+        match pixels {
+            Pixels::Device(p) => {
+                let dtype = match p.dtype {
+                    PixelDtype::F32 => InputDtype::F32,
+                    PixelDtype::Bf16 => InputDtype::Bf16,
+                };
+                request.submit_rest(&p.buffer, dtype);
             }
-            None => {
-                let emb = self.tower.encode(values, &[grid])?;
-                Tensor::Host {
-                    shape: [emb.rows, emb.hidden],
-                    data: emb.data,
-                }
-            }
-        })
+            Pixels::Host(v) => request.submit_rest(&batcher.upload(&v.data)?, InputDtype::F32),
+        }
+        Ok(Tensor::DeviceEmbeddings(Arc::new(request.finish()?)))
     }
 }

@@ -195,19 +195,9 @@ pub fn run(
             shape: [v.rows(), reel_codec::preprocess::PATCH_DIM],
             data: v.data,
         },
-        (Want::Embeddings(_), Pixels::Device(p), Some(request)) => {
+        (Want::Embeddings(model), pixels, request) => {
             cancel.check()?;
-            let dtype = match p.dtype {
-                reel_codec::gpu::PixelDtype::F32 => InputDtype::F32,
-                reel_codec::gpu::PixelDtype::Bf16 => InputDtype::Bf16,
-            };
-            request.submit_rest(&p.buffer, dtype);
-            Tensor::DeviceEmbeddings(Arc::new(request.finish()?))
-        }
-        (Want::Embeddings(model), pixels, _) => {
-            cancel.check()?;
-            let values = pixels.into_host()?;
-            model.encode_host(&values.data, values.grid_thw)?
+            model.encode(&pixels, request)?
         }
     };
     let encode = if matches!(want, Want::Embeddings(_)) {

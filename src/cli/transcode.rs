@@ -22,7 +22,7 @@ use safetensors::Dtype;
 use serde::{Deserialize, Serialize};
 
 use super::sampling::SamplingArgs;
-use crate::engine::Device;
+use crate::engine::{Device, Pixels};
 use crate::job::{self, Input, Want};
 use crate::output::{bf16_bytes, f32_bytes, f64_bytes, i64_bytes, write_safetensors, Tensor};
 
@@ -643,10 +643,14 @@ fn produce(
     let (pixel_values, embeddings) = match (what, model) {
         (What::Embeddings, Some(_)) => (None, Some((values, shape))),
         (What::Both, Some(model)) => {
-            let emb = model.encode_host(&values, plan.grid_thw)?;
+            let pixels = Pixels::Host(reel_codec::preprocess::PixelValues {
+                data: values,
+                grid_thw: plan.grid_thw,
+            });
+            let emb = model.encode(&pixels, None)?;
             let emb_shape = emb.shape();
             (
-                Some((values, shape)),
+                Some((pixels.into_host()?.data, shape)),
                 Some((emb.into_host_f32()?, emb_shape)),
             )
         }
