@@ -135,7 +135,7 @@ struct FramesBench {
     #[arg(long)]
     threads: Option<usize>,
     /// GPU: at most this many NVDEC sessions for one video [default: the GPU's share,
-    /// two per engine].
+    /// four per engine].
     #[arg(long)]
     sessions: Option<usize>,
     /// Videos prepared at once (copies of each file, from as many threads); the
