@@ -114,13 +114,6 @@ def main():
             print(f"64 videos at once: {m['aggregate_decoded_fps']:.0f} decoded fps = "
                   f"{100 * concurrency['fraction_of_ceiling']:.1f}% of the {best['aggregate_fps']:.0f} fps ceiling")
             concurrency["latency_s"] = m["latency_s"]
-            release = load(folder, "reel-frames-64-release.json")
-            if release:
-                r = release[0]
-                concurrency["pool_released_at_sync"] = {
-                    "aggregate_decoded_fps": r["aggregate_decoded_fps"], "latency_s": r["latency_s"],
-                    "fraction_of_ceiling": r["aggregate_decoded_fps"] / best["aggregate_fps"]}
-                print(f"  with REEL_POOL_KEEP_MIB=0: {r['aggregate_decoded_fps']:.0f} decoded fps")
         doc = {"benchmark": "gpu_decode_preprocess", "commit": commit, "device": device,
                "command": "ONLY=frames bash bench/gpu/run.sh (reel bench frames --device cuda [--sessions 1] "
                           "[--concurrent 64]; reel bench decode; bench/gpu/peer_pynvc.py pipeline)",

@@ -72,10 +72,6 @@ timeout 300 python3 bench/gpu/peer_pynvc.py pipeline "$h264" "$hevc" "$long" --i
 step peer-frames $?
 timeout 200 "$BIN/reel" bench frames "$h264" --device cuda --concurrent 64 --iterations 4 > "$OUT/reel-frames-64.json" 2>> "$OUT/steps.txt"
 step reel-frames-64 $?
-# The same with CUDA's default pool behaviour (freed memory returned at every sync).
-REEL_POOL_KEEP_MIB=0 timeout 200 "$BIN/reel" bench frames "$h264" --device cuda --concurrent 64 --iterations 4 \
-  > "$OUT/reel-frames-64-release.json" 2>> "$OUT/steps.txt"
-step reel-frames-64-release $?
 timeout 120 "$BIN/reel" bench decode "$h264" --sessions 14,16 > "$OUT/reel-decode-ceiling.json" 2>> "$OUT/steps.txt"
 step reel-decode-ceiling $?
 "$BIN/reel" --trace "$OUT/trace-h264-30s.json" frames "$h264" --device cuda -o /tmp/reel-frames.safetensors >> "$OUT/steps.txt" 2>&1

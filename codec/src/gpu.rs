@@ -56,43 +56,6 @@ pub fn device_count() -> usize {
 /// once at 4602 against 4335 frames/s. `REEL_NVDEC_SESSIONS` overrides the GPU's total.
 const SESSIONS_PER_ENGINE: usize = 4;
 
-/// Bytes of freed device memory the allocator keeps for reuse instead of returning it to
-/// the driver at each synchronization: all of it by default (the peak stays reserved, as
-/// with PyTorch's caching allocator), `REEL_POOL_KEEP_MIB` caps it. CUDA's default of 0
-/// unmaps the buffers of every finished request, and each new request maps its output
-/// again.
-fn pool_keep_bytes() -> u64 {
-    std::env::var("REEL_POOL_KEEP_MIB")
-        .ok()
-        .and_then(|v| v.parse::<u64>().ok())
-        .map_or(u64::MAX, |mib| mib.saturating_mul(1 << 20))
-}
-
-/// Sets the release threshold of the device's default memory pool (the one cudarc's
-/// stream-ordered allocations draw from).
-fn keep_freed_memory(ctx: &CudaContext, bytes: u64) -> Result<()> {
-    use cudarc::driver::sys;
-    let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
-    let mut threshold = bytes;
-    ctx.bind_to_thread().map_err(driver)?;
-    // SAFETY: FFI boundary: `pool` receives the device's default pool handle, which is
-    // owned by the driver and valid for the process; the attribute value is a u64 that
-    // lives across the call.
-    let result = unsafe {
-        sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device())
-            .result()
-            .and_then(|()| {
-                sys::cuMemPoolSetAttribute(
-                    pool,
-                    sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
-                    (&mut threshold as *mut u64).cast(),
-                )
-                .result()
-            })
-    };
-    result.map_err(driver)
-}
-
 /// Gives out the ids that tell requests apart in the session share.
 static REQUESTS: AtomicUsize = AtomicUsize::new(0);
 
@@ -122,9 +85,6 @@ impl Gpu {
             ));
         }
         let ctx = CudaContext::new(ordinal).map_err(driver)?;
-        if ctx.has_async_alloc() {
-            keep_freed_memory(&ctx, pool_keep_bytes())?;
-        }
         let module = reel_kernels::load(&ctx, "preprocess")
             .map_err(|e| Error::DecoderUnavailable(e.to_string()))?;
         let load = |name: &str| module.load_function(name).map_err(driver);
