@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 use reel_codec::decode::DecodeReport;
-use reel_codec::gpu::{Gpu, GpuPrepared, PixelDtype, SliceReady};
+use reel_codec::gpu::{Gpu, GpuPrepared, PixelDtype, PrepareOptions, SliceReady};
 use reel_codec::preprocess::PixelValues;
 use reel_codec::{Cancel, SamplePlan, Video};
 
@@ -45,17 +45,22 @@ pub enum Device {
 }
 
 impl Device {
-    /// Resolves a choice; `auto` logs what it picked and why.
+    /// Resolves a choice; `auto` logs what it picked and why. A GPU's decode peers
+    /// ([`decode_peers`]) are opened here too, not on the first video.
     pub fn select(choice: DeviceChoice) -> anyhow::Result<Device> {
+        let cuda = |gpu: Arc<Gpu>| {
+            decode_peers(&gpu);
+            Device::Cuda(gpu)
+        };
         match choice {
             DeviceChoice::Cpu => Ok(Device::Cpu),
-            DeviceChoice::Cuda(n) => Ok(Device::Cuda(
+            DeviceChoice::Cuda(n) => Ok(cuda(
                 open_gpu(n).with_context(|| format!("cannot use cuda:{n}"))?,
             )),
             DeviceChoice::Auto => match open_gpu(0) {
                 Ok(gpu) => {
                     tracing::info!("device auto: using cuda:0 (NVDEC + CUDA)");
-                    Ok(Device::Cuda(gpu))
+                    Ok(cuda(gpu))
                 }
                 Err(e) => {
                     tracing::info!("device auto: using the CPU ({e})");
@@ -71,6 +76,22 @@ impl Device {
             Device::Cuda(gpu) => format!("cuda:{}", gpu.context().ordinal()),
         }
     }
+}
+
+/// The other GPUs of this machine with NVDEC, which decode segments of `gpu`'s videos
+/// too (their frames are copied into `gpu`'s output). `CUDA_VISIBLE_DEVICES` limits them.
+fn decode_peers(gpu: &Gpu) -> Vec<Arc<Gpu>> {
+    let own = gpu.context().ordinal();
+    (0..reel_codec::gpu::device_count())
+        .filter(|&n| n != own)
+        .filter_map(|n| match open_gpu(n) {
+            Ok(peer) => Some(peer),
+            Err(e) => {
+                tracing::warn!("cuda:{n} does not decode for cuda:{own}: {e}");
+                None
+            }
+        })
+        .collect()
 }
 
 /// GPUs are opened once per process.
@@ -131,7 +152,7 @@ pub struct Frames {
 /// Decodes and preprocesses the plan's frames on `device`. A stream the GPU cannot
 /// decode falls back to the CPU decoder when this build has one. On the GPU,
 /// `on_slice` hears of every temporal slice as soon as it is complete
-/// ([`Gpu::prepare_streamed`]).
+/// ([`PrepareOptions::on_slice`]). Other GPUs of the machine decode segments too.
 pub fn prepare(
     device: &Device,
     video: &Video,
@@ -143,14 +164,14 @@ pub fn prepare(
     if let Device::Cuda(gpu) = device {
         match gpu.check_stream(video.info()) {
             Ok(_) => {
-                let mut prepared = gpu.prepare_streamed(
-                    video,
-                    plan,
-                    gpu.sessions(),
-                    PixelDtype::F32,
-                    cancel,
+                let peers = decode_peers(gpu);
+                let options = PrepareOptions {
+                    sessions: gpu.sessions() + peers.iter().map(|p| p.sessions()).sum::<usize>(),
+                    dtype: PixelDtype::F32,
+                    peers: &peers,
                     on_slice,
-                )?;
+                };
+                let mut prepared = gpu.prepare_with(video, plan, &options, cancel)?;
                 return Ok(Frames {
                     report: std::mem::take(&mut prepared.report),
                     pixels: Pixels::Device(prepared),

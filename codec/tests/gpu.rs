@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use reel_codec::decode::DecodedFrame;
-use reel_codec::gpu::{Gpu, PixelDtype};
+use reel_codec::gpu::{Gpu, PixelDtype, PrepareOptions};
 use reel_codec::pipeline::{frame_to_rgb, patchify_frames};
 use reel_codec::preprocess::{YuvImage, YuvSamples};
 use reel_codec::{Cancel, Chroma, Error, SamplePlan, SamplingOptions, Video};
@@ -301,15 +301,12 @@ fn streamed_slices_are_complete_when_announced() {
             let bytes = all[s * slice_bytes..(s + 1) * slice_bytes].to_vec();
             seen.lock().unwrap().push((s, bytes));
         };
+        let options = PrepareOptions {
+            on_slice: Some(&on_slice),
+            ..PrepareOptions::new(7, PixelDtype::F32)
+        };
         let streamed = gpu
-            .prepare_streamed(
-                &video,
-                &plan,
-                7,
-                PixelDtype::F32,
-                &Cancel::new(),
-                Some(&on_slice),
-            )
+            .prepare_with(&video, &plan, &options, &Cancel::new())
             .unwrap();
         let plain = gpu
             .prepare(&video, &plan, 7, PixelDtype::F32, &Cancel::new())
@@ -339,4 +336,56 @@ fn streamed_slices_are_complete_when_announced() {
             );
         }
     }
+}
+
+/// Segments decoded on another GPU reach the output through the peer path (a one-slice
+/// staging buffer there, 2-D copies of each frame's values into its slots here) and the
+/// result is bit-identical to one session on the output's GPU. With two GPUs the peer is
+/// cuda:1; on a one-GPU machine it is a second `Gpu` on the same device (its own decoder
+/// pool and session share), so the staging and the copies still run, within one device.
+#[test]
+fn segments_decoded_on_a_peer_gpu_are_bit_identical() {
+    let Some(gpu) = gpu() else { return };
+    let peer = Gpu::open(usize::from(reel_codec::gpu::device_count() > 1)).unwrap();
+    let peers = [peer.clone()];
+    for name in [
+        "h264_longgop.mp4",
+        "h264_high_opengop.mkv",
+        "h264_main_bframes.mp4",
+        "hevc_main.mp4",
+        "vp9.webm",
+    ] {
+        let video = Video::open(common::fixture(name)).unwrap();
+        let options = SamplingOptions {
+            fps: 6.0,
+            ..Default::default()
+        };
+        let plan = SamplePlan::new(video.info(), video.index(), &options).unwrap();
+        for dtype in [PixelDtype::F32, PixelDtype::Bf16] {
+            let single = gpu
+                .prepare(&video, &plan, 1, dtype, &Cancel::new())
+                .unwrap();
+            let options = PrepareOptions {
+                peers: &peers,
+                ..PrepareOptions::new(8, dtype)
+            };
+            let spread = gpu
+                .prepare_with(&video, &plan, &options, &Cancel::new())
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let a = single.buffer.stream().clone_dtoh(&*single.buffer).unwrap();
+            let b = spread.buffer.stream().clone_dtoh(&*spread.buffer).unwrap();
+            assert!(
+                a == b,
+                "{name} {dtype:?}: spread over two GPUs vs one session"
+            );
+        }
+        eprintln!(
+            "{name}: bit-identical; peer decoders so far: {}",
+            peer.decoder_pool().created()
+        );
+    }
+    assert!(
+        peer.decoder_pool().created() > 0,
+        "the peer decoded no segment"
+    );
 }

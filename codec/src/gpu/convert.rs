@@ -1,0 +1,302 @@
+//! The preprocessing kernels run on each decoded picture: colour conversion with the
+//! horizontal resize, then the vertical resize, normalization and patchify into the
+//! picture's slots of the output tensor (through a one-slice staging buffer and a peer
+//! copy when the output is on another GPU).
+
+use std::sync::Arc;
+
+use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig, PushKernelArg};
+
+use super::peer::SliceCopy;
+use super::{driver, Gpu, PixelDtype};
+use crate::decode::nvdec::Picture;
+use crate::plan::{SamplePlan, TEMPORAL_PATCH_SIZE};
+use crate::preprocess::{ColorConverter, Normalization, TapTable, PATCH_DIM};
+use crate::stream::{Range, Rotation, StreamInfo};
+use crate::{Error, Result};
+
+/// Kernel arguments mirroring `struct Surface` in kernels/preprocess.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct SurfaceArg {
+    luma: u64,
+    chroma: u64,
+    chroma_plane_bytes: i64,
+    pitch: i32,
+    width: i32,
+    height: i32,
+    wide: i32,
+    shift: i32,
+    chroma420: i32,
+}
+
+/// Mirrors `struct ColorParams` in kernels/preprocess.cu.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct ColorArg {
+    constants: [f32; 8],
+    identity: i32,
+}
+
+// SAFETY: both are #[repr(C)] plain data laid out exactly like the CUDA structs they are
+// passed as (sizes asserted below).
+unsafe impl DeviceRepr for SurfaceArg {}
+// SAFETY: as above.
+unsafe impl DeviceRepr for ColorArg {}
+const _: () =
+    assert!(std::mem::size_of::<SurfaceArg>() == 48 && std::mem::size_of::<ColorArg>() == 36);
+
+/// Tap tables in device memory.
+struct DeviceTaps {
+    starts: CudaSlice<i32>,
+    counts: CudaSlice<i32>,
+    weights: CudaSlice<f32>,
+    max_taps: i32,
+}
+
+impl DeviceTaps {
+    fn upload(stream: &Arc<CudaStream>, t: &TapTable) -> Result<Self> {
+        Ok(Self {
+            starts: stream.clone_htod(&t.starts).map_err(driver)?,
+            counts: stream.clone_htod(&t.counts).map_err(driver)?,
+            weights: stream.clone_htod(&t.weights).map_err(driver)?,
+            max_taps: t.max_taps as i32,
+        })
+    }
+}
+
+/// The two preprocessing kernels of one worker, with its stream, tables and scratch
+/// buffer.
+pub(super) struct FrameKernels<'a> {
+    gpu: &'a Gpu,
+    stream: Arc<CudaStream>,
+    info: &'a StreamInfo,
+    display: (usize, usize),
+    out_size: (usize, usize),
+    grid: [usize; 3],
+    dtype: PixelDtype,
+    h_taps: DeviceTaps,
+    v_taps: DeviceTaps,
+    vertical_resize: bool,
+    tmp: CudaSlice<f32>,
+    /// Set when the output is on another GPU.
+    peer: Option<PeerOutput>,
+}
+
+/// Frames for another GPU's output: written into one slice here, then copied over.
+struct PeerOutput {
+    staging: CudaSlice<u8>,
+    copy: SliceCopy,
+}
+
+impl<'a> FrameKernels<'a> {
+    /// Kernels on `gpu` (bound to this thread, with a new stream) writing pixel values
+    /// of `dtype` for the output on `out_gpu`.
+    pub(super) fn new(
+        gpu: &'a Gpu,
+        out_gpu: &Gpu,
+        info: &'a StreamInfo,
+        plan: &SamplePlan,
+        dtype: PixelDtype,
+    ) -> Result<Self> {
+        gpu.ctx.bind_to_thread().map_err(driver)?;
+        let stream = gpu.ctx.new_stream().map_err(driver)?;
+        let (dh, dw) = info.display_size();
+        let (dh, dw) = (dh as usize, dw as usize);
+        let (oh, ow) = (plan.resized_height as usize, plan.resized_width as usize);
+        let slice_rows = plan.grid_thw[1] * plan.grid_thw[2];
+        let peer = if std::ptr::eq(gpu, out_gpu) {
+            None
+        } else {
+            Some(PeerOutput {
+                staging: stream
+                    .alloc_zeros(slice_rows * PATCH_DIM * dtype.size())
+                    .map_err(driver)?,
+                copy: SliceCopy::new(&gpu.ctx, &out_gpu.ctx, slice_rows, dtype.size()),
+            })
+        };
+        Ok(Self {
+            gpu,
+            info,
+            display: (dh, dw),
+            out_size: (oh, ow),
+            grid: plan.grid_thw,
+            dtype,
+            h_taps: DeviceTaps::upload(&stream, &TapTable::new(dw, ow))?,
+            v_taps: DeviceTaps::upload(&stream, &TapTable::new(dh, oh))?,
+            vertical_resize: dh != oh,
+            tmp: stream.alloc_zeros(3 * dh * ow).map_err(driver)?,
+            peer,
+            stream,
+        })
+    }
+
+    /// The stream the kernels (and the decoder's mapping) run on.
+    pub(super) fn stream(&self) -> &Arc<CudaStream> {
+        &self.stream
+    }
+
+    /// Converts, resizes and patchifies one mapped picture into `slots` of the output
+    /// at `out`, then waits for the kernels (and copies) so the surface can be unmapped.
+    pub(super) fn write(&mut self, p: &Picture, slots: &[usize], out: u64) -> Result<()> {
+        self.convert(p)?;
+        match &self.peer {
+            None => {
+                for &slot in slots {
+                    self.patchify(out, slot)?;
+                }
+            }
+            Some(peer) => {
+                let staging = peer.staging.device_ptr(&self.stream).0;
+                for &slot in slots {
+                    let (slice, half) = (slot / TEMPORAL_PATCH_SIZE, slot % TEMPORAL_PATCH_SIZE);
+                    self.patchify(staging, half)?;
+                    let _span = tracing::info_span!("peer_copy", slot).entered();
+                    peer.copy.frame(&self.stream, staging, out, slice, half)?;
+                }
+            }
+        }
+        self.stream.synchronize().map_err(driver)
+    }
+
+    /// Pass 1: converts the mapped picture to RGB and resizes it horizontally into `tmp`.
+    fn convert(&mut self, p: &Picture) -> Result<()> {
+        let (dh, dw) = self.display;
+        let (_, ow) = self.out_size;
+        let rotation = match self.info.rotation {
+            Rotation::None => 0i32,
+            Rotation::Cw90 => 1,
+            Rotation::Cw180 => 2,
+            Rotation::Cw270 => 3,
+        };
+        let (pw, ph) = if self.info.rotation.is_transposed() {
+            (dh, dw)
+        } else {
+            (dw, dh)
+        };
+        if (p.width as usize, p.height as usize) != (pw, ph) {
+            return Err(Error::Unsupported(format!(
+                "decoded pictures are {}x{}, the stream says {pw}x{ph} (resolution changes are not supported)",
+                p.width, p.height
+            )));
+        }
+        let surface = SurfaceArg {
+            luma: p.devptr,
+            chroma: p.devptr + p.chroma_offset(),
+            chroma_plane_bytes: (u64::from(p.pitch) * u64::from(p.height)) as i64,
+            pitch: p.pitch as i32,
+            width: p.width as i32,
+            height: p.height as i32,
+            wide: i32::from(p.format.is_wide()),
+            shift: if p.format.is_wide() {
+                16 - i32::from(p.bit_depth)
+            } else {
+                0
+            },
+            chroma420: i32::from(p.format.is_420()),
+        };
+        let range = self.info.color.full_range.map_or(Range::Limited, |f| {
+            if f {
+                Range::Full
+            } else {
+                Range::Limited
+            }
+        });
+        let converter =
+            ColorConverter::new(self.info.color.conversion_matrix(), range, p.bit_depth);
+        let color = ColorArg {
+            constants: converter.constants(),
+            identity: i32::from(
+                self.info.color.conversion_matrix() == crate::stream::Matrix::Identity,
+            ),
+        };
+        let (disp_w, disp_h, out_w) = (dw as i32, dh as i32, ow as i32);
+        let mut pass1 = self.stream.launch_builder(&self.gpu.convert_h);
+        pass1
+            .arg(&surface)
+            .arg(&color)
+            .arg(&rotation)
+            .arg(&disp_w)
+            .arg(&disp_h)
+            .arg(&self.h_taps.starts)
+            .arg(&self.h_taps.counts)
+            .arg(&self.h_taps.weights)
+            .arg(&self.h_taps.max_taps)
+            .arg(&out_w)
+            .arg(&mut self.tmp);
+        // SAFETY: kernel-launch boundary. Arguments match convert_resize_h's signature;
+        // the surface stays mapped until `write` synchronizes the stream, and `tmp`
+        // holds 3 × display_h × out_w floats.
+        unsafe {
+            pass1.launch(LaunchConfig {
+                grid_dim: grid_for(ow, dh),
+                block_dim: BLOCK,
+                shared_mem_bytes: 0,
+            })
+        }
+        .map(drop)
+        .map_err(driver)
+    }
+
+    /// Pass 2: resizes `tmp` vertically, normalizes and patchifies it into `slot` of the
+    /// pixel-values buffer at `out`.
+    fn patchify(&self, out: u64, slot: usize) -> Result<()> {
+        let (dh, _) = self.display;
+        let (oh, ow) = self.out_size;
+        let (disp_h, out_w, out_h) = (dh as i32, ow as i32, oh as i32);
+        let norm = Normalization::clip();
+        let (grid_h, grid_w) = (self.grid[1] as i32, self.grid[2] as i32);
+        let (resize, bf16) = (
+            i32::from(self.vertical_resize),
+            i32::from(self.dtype == PixelDtype::Bf16),
+        );
+        let slot = slot as i32;
+        let mut pass2 = self.stream.launch_builder(&self.gpu.resize_v);
+        pass2
+            .arg(&self.tmp)
+            .arg(&disp_h)
+            .arg(&out_w)
+            .arg(&out_h)
+            .arg(&self.v_taps.starts)
+            .arg(&self.v_taps.counts)
+            .arg(&self.v_taps.weights)
+            .arg(&self.v_taps.max_taps)
+            .arg(&resize)
+            .arg(&norm.mean255[0])
+            .arg(&norm.mean255[1])
+            .arg(&norm.mean255[2])
+            .arg(&norm.std255[0])
+            .arg(&norm.std255[1])
+            .arg(&norm.std255[2])
+            .arg(&slot)
+            .arg(&grid_h)
+            .arg(&grid_w)
+            .arg(&bf16)
+            .arg(&out);
+        // SAFETY: kernel-launch boundary. Arguments match resize_v_patchify; `out` is the
+        // job's output buffer (alive until every worker has joined) or this worker's
+        // one-slice staging buffer (slot 0 or 1), and each slot's elements are written
+        // by exactly one launch.
+        unsafe {
+            pass2.launch(LaunchConfig {
+                grid_dim: grid_for(ow, oh),
+                block_dim: BLOCK,
+                shared_mem_bytes: 0,
+            })
+        }
+        .map(drop)
+        .map_err(driver)
+    }
+}
+
+/// Thread block of both kernels.
+const BLOCK: (u32, u32, u32) = (32, 8, 1);
+
+/// Blocks covering a `w` × `h` image.
+fn grid_for(w: usize, h: usize) -> (u32, u32, u32) {
+    (
+        (w as u32).div_ceil(BLOCK.0),
+        (h as u32).div_ceil(BLOCK.1),
+        1,
+    )
+}

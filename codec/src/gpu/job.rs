@@ -1,0 +1,249 @@
+//! The decode workers of one `prepare` call: GOP segments decoded on the sessions of one
+//! or more GPUs, every sampled picture converted into its slots of the output tensor.
+
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use cudarc::driver::CudaSlice;
+
+use super::convert::FrameKernels;
+use super::{Gpu, PixelDtype, SliceReady};
+use crate::decode::nvdec::{Picture, Session};
+use crate::decode::{DecodeReport, Disposability, Segment, Wanted};
+use crate::fair::Permit;
+use crate::pipeline::slots_by_frame;
+use crate::plan::{DecodeRange, SamplePlan, TEMPORAL_PATCH_SIZE};
+use crate::{Cancel, Error, Result, Video};
+
+/// Gives out the ids that tell requests apart in the session shares.
+static REQUESTS: AtomicUsize = AtomicUsize::new(0);
+
+/// Where the workers write.
+pub(super) struct Output<'a> {
+    pub gpu: &'a Gpu,
+    pub buffer: &'a Arc<CudaSlice<u8>>,
+    pub ptr: u64,
+    pub dtype: PixelDtype,
+    pub on_slice: Option<&'a SliceReady<'a>>,
+}
+
+/// Decodes `segments` on the sessions of `decoders` (the output's GPU among them or
+/// not) into `out`. Each GPU runs up to its session count of workers; a worker takes a
+/// permit of its GPU's share and then the next segment not taken yet, so segments go
+/// to whichever GPU has a session free first. Fails if any slot stays unwritten.
+pub(super) fn decode(
+    video: &Video,
+    plan: &SamplePlan,
+    segments: &[Segment],
+    decoders: &[&Gpu],
+    out: Output<'_>,
+    cancel: &Cancel,
+) -> Result<DecodeReport> {
+    let wanted = Wanted::new(video, &plan.frames);
+    let slots = slots_by_frame(plan);
+    let slot_count = plan.frames.len().div_ceil(TEMPORAL_PATCH_SIZE) * TEMPORAL_PATCH_SIZE;
+    let job = Job {
+        request: REQUESTS.fetch_add(1, Ordering::Relaxed) as u64,
+        video,
+        plan,
+        wanted: &wanted,
+        slots: &slots,
+        out,
+        next: AtomicUsize::new(0),
+        segments,
+        failed: AtomicBool::new(false),
+        cancel,
+        report: Mutex::new(DecodeReport::default()),
+        written: (0..slot_count).map(|_| AtomicBool::new(false)).collect(),
+        slice_frames: (0..slot_count / TEMPORAL_PATCH_SIZE)
+            .map(|_| AtomicUsize::new(0))
+            .collect(),
+    };
+    // Workers are spawned round-robin over the GPUs so that, when all are idle, the
+    // first segments are claimed evenly.
+    let per_gpu: Vec<usize> = decoders
+        .iter()
+        .map(|g| g.sessions().min(segments.len()))
+        .collect();
+    let mut order = Vec::new();
+    for round in 0..per_gpu.iter().copied().max().unwrap_or(0) {
+        order.extend((0..decoders.len()).filter(|&g| round < per_gpu[g]));
+    }
+    let results: Vec<Result<()>> = std::thread::scope(|scope| {
+        let job = &job;
+        let handles: Vec<_> = order
+            .iter()
+            .map(|&g| scope.spawn(move || job.work(decoders[g])))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(Error::DecoderUnavailable("a decode worker panicked".into()))
+                })
+            })
+            .collect()
+    });
+    for r in results {
+        r?;
+    }
+    let missing: Vec<usize> = job
+        .written
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| !w.load(Ordering::Relaxed))
+        .map(|(slot, _)| plan.frames[slot.min(plan.frames.len() - 1)])
+        .collect();
+    if !missing.is_empty() {
+        return Err(Error::Decode {
+            frames: missing,
+            reason: "NVDEC delivered no picture for them".into(),
+        });
+    }
+    let mut report = job.report.into_inner().unwrap_or_default();
+    report.corrupt_frames.sort_unstable();
+    report.corrupt_frames.dedup();
+    Ok(report)
+}
+
+/// Work shared by the decode workers of one `prepare` call.
+struct Job<'a> {
+    video: &'a Video,
+    plan: &'a SamplePlan,
+    wanted: &'a Wanted,
+    slots: &'a HashMap<usize, Vec<usize>>,
+    out: Output<'a>,
+    segments: &'a [Segment],
+    /// This request's id in the GPUs' session shares.
+    request: u64,
+    next: AtomicUsize,
+    failed: AtomicBool,
+    cancel: &'a Cancel,
+    report: Mutex<DecodeReport>,
+    /// Slots whose values are written (and synchronized).
+    written: Vec<AtomicBool>,
+    /// Frames written per temporal slice.
+    slice_frames: Vec<AtomicUsize>,
+}
+
+impl Job<'_> {
+    /// A worker on `gpu`: takes a session permit, then the next segment, until none are
+    /// left; a parser per range on a pooled decoder.
+    fn work(&self, gpu: &Gpu) -> Result<()> {
+        let result = self.work_inner(gpu);
+        if result.is_err() {
+            self.failed.store(true, Ordering::Relaxed);
+        }
+        result
+    }
+
+    fn work_inner(&self, gpu: &Gpu) -> Result<()> {
+        let disposability = Disposability::for_video(self.video);
+        let mut kernels = None;
+        let mut report = DecodeReport::default();
+        while !self.failed.load(Ordering::Relaxed)
+            && self.next.load(Ordering::Relaxed) < self.segments.len()
+        {
+            let _permit = self.permit(gpu);
+            let i = self.next.fetch_add(1, Ordering::Relaxed);
+            let Some(segment) = self.segments.get(i) else {
+                break;
+            };
+            // The stream and the conversion buffers are made once a permit is held, so
+            // that workers waiting for a session hold no device memory.
+            let kernels = match &mut kernels {
+                Some(k) => k,
+                None => kernels.insert(FrameKernels::new(
+                    gpu,
+                    self.out.gpu,
+                    self.video.info(),
+                    self.plan,
+                    self.out.dtype,
+                )?),
+            };
+            let _span = tracing::info_span!(
+                "segment",
+                segment = i,
+                packets = segment.packets(),
+                gpu = gpu.context().ordinal()
+            )
+            .entered();
+            for range in &segment.ranges {
+                self.decode_range(gpu, range, kernels, &disposability, &mut report)?;
+            }
+        }
+        self.report.lock().expect("report lock").merge(report);
+        Ok(())
+    }
+
+    /// Waits for a session of `gpu`'s share.
+    fn permit<'g>(&self, gpu: &'g Gpu) -> Permit<'g> {
+        let _wait = tracing::info_span!("wait_for_session").entered();
+        gpu.sessions.acquire(self.request)
+    }
+
+    /// Decodes one independent range on a fresh parser (the decoder comes from the pool).
+    fn decode_range(
+        &self,
+        gpu: &Gpu,
+        range: &DecodeRange,
+        kernels: &mut FrameKernels<'_>,
+        disposability: &Disposability,
+        report: &mut DecodeReport,
+    ) -> Result<()> {
+        let (mut scratch, mut data) = (Vec::new(), Vec::new());
+        let (mut decoded, mut skipped) = (0, 0);
+        let stream = kernels.stream().cu_stream() as *mut c_void;
+        let mut on_picture = |p: &Picture| -> Result<()> {
+            let slots = &self.slots[&p.frame];
+            let _span = tracing::info_span!("convert", frame = p.frame).entered();
+            kernels.write(p, slots, self.out.ptr)?;
+            report.frames_delivered += 1;
+            if p.corrupt {
+                report.corrupt_frames.push(p.frame);
+            }
+            for &slot in slots {
+                self.slot_written(slot);
+            }
+            Ok(())
+        };
+        let mut session = Session::new(
+            &gpu.pool,
+            self.video.info().codec,
+            stream,
+            self.wanted,
+            &mut on_picture,
+        )?;
+        for p in range.packets.clone() {
+            self.cancel.check()?;
+            self.video.decoder_packet(p, &mut scratch, &mut data)?;
+            if !self.wanted.wants_packet(self.video, p) && disposability.is_disposable(&data) {
+                skipped += 1;
+                continue;
+            }
+            decoded += 1;
+            session.decode(&data, self.video.index().packets()[p].pts)?;
+        }
+        session.finish()?;
+        drop(session);
+        report.packets_decoded += decoded;
+        report.packets_skipped += skipped;
+        Ok(())
+    }
+
+    /// Records a written slot; the second frame of a slice tells `on_slice`.
+    fn slot_written(&self, slot: usize) {
+        if self.written[slot].swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let slice = slot / TEMPORAL_PATCH_SIZE;
+        let frames = self.slice_frames[slice].fetch_add(1, Ordering::AcqRel) + 1;
+        if frames == TEMPORAL_PATCH_SIZE {
+            if let Some(on_slice) = self.out.on_slice {
+                on_slice(self.out.buffer, slice);
+            }
+        }
+    }
+}

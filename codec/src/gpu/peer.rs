@@ -1,0 +1,121 @@
+//! Copies between GPUs: peer access, and one frame's values of a temporal slice.
+
+use std::sync::{Arc, Mutex};
+
+use cudarc::driver::{sys, CudaContext, CudaStream};
+
+use super::driver;
+use crate::plan::TEMPORAL_PATCH_SIZE;
+use crate::preprocess::PATCH_DIM;
+use crate::Result;
+
+/// Values of one frame in a patch row, per channel: 14 × 14.
+const FRAME_RUN: usize = PATCH_DIM / 3 / TEMPORAL_PATCH_SIZE;
+
+/// Lets `a` and `b` read each other's memory directly (NVLink or PCIe peer-to-peer)
+/// where the hardware allows; returns whether it does. Without peer access the copies
+/// still work: the driver stages them through host memory. Done once per pair.
+pub(super) fn enable_peer_access(a: &CudaContext, b: &CudaContext) -> Result<bool> {
+    static DONE: Mutex<Vec<(usize, usize, bool)>> = Mutex::new(Vec::new());
+    let (x, y) = (a.ordinal(), b.ordinal());
+    if x == y {
+        return Ok(true);
+    }
+    let mut done = DONE.lock().expect("no panics while holding the lock");
+    if let Some(&(_, _, direct)) = done
+        .iter()
+        .find(|(p, q, _)| (*p, *q) == (x, y) || (*p, *q) == (y, x))
+    {
+        return Ok(direct);
+    }
+    let mut direct = true;
+    for (from, to) in [(a, b), (b, a)] {
+        let mut can = 0;
+        // SAFETY: FFI boundary: writes one int for two valid device handles.
+        unsafe { sys::cuDeviceCanAccessPeer(&mut can, from.cu_device(), to.cu_device()) }
+            .result()
+            .map_err(driver)?;
+        if can == 0 {
+            direct = false;
+            continue;
+        }
+        from.bind_to_thread().map_err(driver)?;
+        // SAFETY: FFI boundary: both contexts are alive (held by their `Gpu`s, which
+        // live for the process); the current context is `from`.
+        let r = unsafe { sys::cuCtxEnablePeerAccess(to.cu_ctx(), 0) };
+        if r != sys::CUresult::CUDA_ERROR_PEER_ACCESS_ALREADY_ENABLED {
+            r.result().map_err(driver)?;
+        }
+    }
+    done.push((x, y, direct));
+    Ok(direct)
+}
+
+/// Copies a frame's values from a one-slice buffer on one GPU into a temporal slice of
+/// a pixel-values buffer on another. A patch row holds, per channel, the first frame's
+/// 14 × 14 values and then the second's, so one frame's values are 3 runs of 196 per
+/// row at a stride of 392: a 2-D copy of `3 × rows` lines.
+pub(super) struct SliceCopy {
+    from: Arc<CudaContext>,
+    to: Arc<CudaContext>,
+    /// Patch rows per temporal slice.
+    rows: usize,
+    /// Bytes per value.
+    size: usize,
+}
+
+impl SliceCopy {
+    pub(super) fn new(
+        from: &Arc<CudaContext>,
+        to: &Arc<CudaContext>,
+        rows: usize,
+        size: usize,
+    ) -> Self {
+        Self {
+            from: from.clone(),
+            to: to.clone(),
+            rows,
+            size,
+        }
+    }
+
+    /// Enqueues on `stream` (of the source GPU) the copy of frame `half` (0 or 1) of the
+    /// one-slice buffer at `src` into slice `slice` of the buffer at `dst`.
+    pub(super) fn frame(
+        &self,
+        stream: &CudaStream,
+        src: u64,
+        dst: u64,
+        slice: usize,
+        half: usize,
+    ) -> Result<()> {
+        let run = FRAME_RUN * self.size;
+        let slice_bytes = self.rows * PATCH_DIM * self.size;
+        let lines = 3 * self.rows;
+        let pitch = TEMPORAL_PATCH_SIZE * run;
+        // SAFETY: FFI boundary: an all-zero CUDA_MEMCPY3D_PEER is a valid start (null
+        // pointers, offsets 0); every field the copy reads is set below.
+        let mut copy: sys::CUDA_MEMCPY3D_PEER = unsafe { std::mem::zeroed() };
+        copy.srcXInBytes = half * run;
+        copy.srcMemoryType = sys::CUmemorytype::CU_MEMORYTYPE_DEVICE;
+        copy.srcDevice = src;
+        copy.srcContext = self.from.cu_ctx();
+        copy.srcPitch = pitch;
+        copy.srcHeight = lines;
+        copy.dstXInBytes = half * run;
+        copy.dstMemoryType = sys::CUmemorytype::CU_MEMORYTYPE_DEVICE;
+        copy.dstDevice = dst + (slice * slice_bytes) as u64;
+        copy.dstContext = self.to.cu_ctx();
+        copy.dstPitch = pitch;
+        copy.dstHeight = lines;
+        copy.WidthInBytes = run;
+        copy.Height = lines;
+        copy.Depth = 1;
+        // SAFETY: FFI boundary: `src` is a one-slice buffer (rows × PATCH_DIM values) on
+        // the source GPU and `dst` a pixel-values buffer holding slice `slice`, both alive
+        // until the caller synchronizes `stream`; the copy stays inside both.
+        unsafe { sys::cuMemcpy3DPeerAsync(&copy, stream.cu_stream()) }
+            .result()
+            .map_err(driver)
+    }
+}
