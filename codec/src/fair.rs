@@ -277,7 +277,7 @@ mod tests {
             }
             // Request 1 holds 1 after this, request 2 none: b1 goes first.
             drop(a1);
-            while order.lock().unwrap().len() < 1 {
+            while order.lock().unwrap().is_empty() {
                 std::thread::sleep(Duration::from_millis(1));
             }
             // Now both hold 1: a3 waited longer than b2.

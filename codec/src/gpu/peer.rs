@@ -93,24 +93,33 @@ impl SliceCopy {
         let slice_bytes = self.rows * PATCH_DIM * self.size;
         let lines = 3 * self.rows;
         let pitch = TEMPORAL_PATCH_SIZE * run;
-        // SAFETY: FFI boundary: an all-zero CUDA_MEMCPY3D_PEER is a valid start (null
-        // pointers, offsets 0); every field the copy reads is set below.
-        let mut copy: sys::CUDA_MEMCPY3D_PEER = unsafe { std::mem::zeroed() };
-        copy.srcXInBytes = half * run;
-        copy.srcMemoryType = sys::CUmemorytype::CU_MEMORYTYPE_DEVICE;
-        copy.srcDevice = src;
-        copy.srcContext = self.from.cu_ctx();
-        copy.srcPitch = pitch;
-        copy.srcHeight = lines;
-        copy.dstXInBytes = half * run;
-        copy.dstMemoryType = sys::CUmemorytype::CU_MEMORYTYPE_DEVICE;
-        copy.dstDevice = dst + (slice * slice_bytes) as u64;
-        copy.dstContext = self.to.cu_ctx();
-        copy.dstPitch = pitch;
-        copy.dstHeight = lines;
-        copy.WidthInBytes = run;
-        copy.Height = lines;
-        copy.Depth = 1;
+        let copy = sys::CUDA_MEMCPY3D_PEER {
+            srcXInBytes: half * run,
+            srcY: 0,
+            srcZ: 0,
+            srcLOD: 0,
+            srcMemoryType: sys::CUmemorytype::CU_MEMORYTYPE_DEVICE,
+            srcHost: std::ptr::null(),
+            srcDevice: src,
+            srcArray: std::ptr::null_mut(),
+            srcContext: self.from.cu_ctx(),
+            srcPitch: pitch,
+            srcHeight: lines,
+            dstXInBytes: half * run,
+            dstY: 0,
+            dstZ: 0,
+            dstLOD: 0,
+            dstMemoryType: sys::CUmemorytype::CU_MEMORYTYPE_DEVICE,
+            dstHost: std::ptr::null_mut(),
+            dstDevice: dst + (slice * slice_bytes) as u64,
+            dstArray: std::ptr::null_mut(),
+            dstContext: self.to.cu_ctx(),
+            dstPitch: pitch,
+            dstHeight: lines,
+            WidthInBytes: run,
+            Height: lines,
+            Depth: 1,
+        };
         // SAFETY: FFI boundary: `src` is a one-slice buffer (rows × PATCH_DIM values) on
         // the source GPU and `dst` a pixel-values buffer holding slice `slice`, both alive
         // until the caller synchronizes `stream`; the copy stays inside both.
