@@ -90,6 +90,7 @@ def main():
     if reel and peer:
         single = load(folder, "reel-frames-1session.json") or []
         single = {os.path.basename(r["file"]): r for r in single}
+        one_gpu = {os.path.basename(r["file"]): r for r in load(folder, "reel-frames-1gpu.json") or []}
         rows = []
         for r, p in zip(reel, peer):
             name = os.path.basename(r["file"])
@@ -98,6 +99,11 @@ def main():
             if name in single:
                 row["reel_one_session"] = single[name]
                 row["speedup_vs_one_session"] = single[name]["latency_s"]["median"] / r["latency_s"]["median"]
+            if name in one_gpu:
+                # reel-frames.json ran on every GPU of the machine; this on GPU 0 alone.
+                row["reel_one_gpu"] = one_gpu[name]
+                row["speedup_all_gpus_vs_one_gpu"] = one_gpu[name]["latency_s"]["median"] / r["latency_s"]["median"]
+                print(f"  {name}: all GPUs vs one GPU {row['speedup_all_gpus_vs_one_gpu']:.2f}x")
             rows.append(row)
             print(f"pipeline {name}: all engines {r['latency_s']['median']:.3f} s, one session "
                   f"{single[name]['latency_s']['median'] if name in single else float('nan'):.3f} s, peer "

@@ -68,6 +68,12 @@ timeout 240 "$BIN/reel" bench frames "$h264" "$hevc" "$long" --device cuda --ses
 step reel-frames-1session $?
 timeout 180 "$BIN/reel" bench frames "$h264" "$hevc" "$long" --device cuda --iterations 5 > "$OUT/reel-frames.json" 2>> "$OUT/steps.txt"
 step reel-frames $?
+# With several GPUs the run above decodes on all of them; this one on GPU 0 alone.
+if [ "$(nvidia-smi -L | wc -l)" -gt 1 ]; then
+CUDA_VISIBLE_DEVICES=0 timeout 180 "$BIN/reel" bench frames "$h264" "$hevc" "$long" --device cuda --iterations 5 \
+  > "$OUT/reel-frames-1gpu.json" 2>> "$OUT/steps.txt"
+step reel-frames-1gpu $?
+fi
 timeout 300 python3 bench/gpu/peer_pynvc.py pipeline "$h264" "$hevc" "$long" --iterations 3 > "$OUT/peer-frames.json" 2>> "$OUT/steps.txt"
 step peer-frames $?
 timeout 200 "$BIN/reel" bench frames "$h264" --device cuda --concurrent 64 --iterations 4 > "$OUT/reel-frames-64.json" 2>> "$OUT/steps.txt"

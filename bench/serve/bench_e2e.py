@@ -67,7 +67,10 @@ def reel_side(args, videos, media):
     server = subprocess.Popen(
         [args.reel_bin, "serve", "--device", "cuda", "--model", f"q7b={args.model}", "--media-root", str(media),
          "--listen", f"127.0.0.1:{port}", "--metrics-listen", f"127.0.0.1:{metrics}",
-         "--workers", str(args.workers), "--max-queue", "256", "--ipc-pool-mib", "16384"],
+         "--workers", str(args.workers), "--max-queue", "256", "--ipc-pool-mib", "16384",
+         # The files are copies of one clip: without this every request after the first
+         # is an embedding-cache hit, not a run of the pipeline.
+         "--cache-mib", "0"],
         stdout=log, stderr=subprocess.STDOUT)
     try:
         client = Client(f"127.0.0.1:{port}", timeout=600)
