@@ -98,12 +98,45 @@ def frames_chart(path):
     print("wrote", out)
 
 
+def scaling_chart(path):
+    doc = json.load(open(path))
+    runs = doc["runs"]
+    gpus = [r["gpus"] for r in runs]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4.2))
+    for clip in runs[0]["latency_s"]:
+        left.plot(gpus, [r["latency_s"][clip]["median"] for r in runs], "o-", label=clip)
+    left.set_xlabel("GPUs")
+    left.set_ylabel("seconds to preprocessed frames (one video)")
+    left.set_xticks(gpus)
+    left.legend(fontsize=8)
+    for c in (64, 256):
+        key = f"serve_{c}"
+        pts = [(r["gpus"], r[key]["throughput"]["videos_per_s"]) for r in runs if key in r]
+        if pts:
+            right.plot(*zip(*pts), "o-", label=f"{c} in flight")
+    base = next((r for r in runs if "serve_64" in r), None)
+    if base:
+        per_gpu = base["serve_64"]["throughput"]["videos_per_s"] / base["gpus"]
+        right.plot(gpus, [g * per_gpu for g in gpus], ":", color="gray", label="linear")
+    right.set_xlabel("GPUs")
+    right.set_ylabel("reel serve, videos/s (30 s 1080p → 7B)")
+    right.set_xticks(gpus)
+    right.legend(fontsize=8)
+    fig.suptitle(f"Scaling over GPUs\n{doc['device']}", fontsize=10)
+    fig.tight_layout()
+    out = path.replace(".json", ".png")
+    fig.savefig(out, dpi=120)
+    print("wrote", out)
+
+
 def main():
-    defaults = ("encoder_gpu_*.json", "encoder_batching_*.json", "gpu_frames_*.json")
+    defaults = ("encoder_gpu_*.json", "encoder_batching_*.json", "gpu_frames_*.json", "scaling_*.json")
     paths = sys.argv[1:] or [p for p in map(newest, defaults) if p]
     for p in paths:
         if "batching" in p:
             batching_chart(p)
+        elif "scaling" in p:
+            scaling_chart(p)
         elif "frames" in p:
             frames_chart(p)
         else:

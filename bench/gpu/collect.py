@@ -213,6 +213,40 @@ def main():
         json.dump(doc, open(f"bench/results/transcode_gpu_{stamp}.json", "w"), indent=2)
         print(f"transcode: {rate:.2f} vs {peer['videos_per_s']:.2f} videos/s = {doc['speedup']:.2f}x")
 
+    scaling = []
+    for n in (1, 2, 4, 8):
+        frames = load(folder, f"scaling-frames-{n}.json")
+        if not frames:
+            continue
+        row = {"gpus": n, "latency_s": {os.path.basename(r["file"]): r["latency_s"] for r in frames}}
+        for c in (64, 256):
+            serve = load(folder, f"scaling-serve-{n}-{c}.json")
+            if serve:
+                row[f"serve_{c}"] = serve["reel"]
+        scaling.append(row)
+    if scaling:
+        base = scaling[0]
+        for row in scaling:
+            n = row["gpus"] / base["gpus"]
+            row["latency_speedup"] = {k: base["latency_s"][k]["median"] / v["median"]
+                                      for k, v in row["latency_s"].items()}
+            for c in (64, 256):
+                key = f"serve_{c}"
+                if key in row and key in base:
+                    rate = row[key]["throughput"]["videos_per_s"]
+                    row[f"{key}_efficiency"] = rate / (n * base[key]["throughput"]["videos_per_s"])
+            print(f"scaling {row['gpus']} GPU(s): latency " +
+                  ", ".join(f"{k} {v['median']:.3f} s" for k, v in row["latency_s"].items()) + "; serve " +
+                  ", ".join(f"{c}: {row[f'serve_{c}']['throughput']['videos_per_s']:.2f} videos/s"
+                            for c in (64, 256) if f"serve_{c}" in row))
+        doc = {"benchmark": "scaling", "commit": commit, "device": device,
+               "command": "ONLY=scaling bash bench/gpu/run.sh (CUDA_VISIBLE_DEVICES=0..n-1: reel bench frames; "
+                          "bench/serve/bench_e2e.py --skip-baseline --concurrency 64|256)",
+               "workload": "30 s and 5 min 1080p30 H.264, 2 fps sampling; serve: 30 s clip → Qwen2.5-VL-7B "
+                           "embeddings (random weights, bf16), CUDA IPC, embedding cache off",
+               "runs": scaling}
+        json.dump(doc, open(f"bench/results/scaling_{stamp}.json", "w"), indent=2)
+
 
 if __name__ == "__main__":
     main()

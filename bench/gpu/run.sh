@@ -26,7 +26,7 @@ h264=$clips/h264_30s.h264; hevc=$clips/hevc_30s.hevc
 
 step() { echo "== $1: rc=$2" | tee -a "$OUT/steps.txt"; }
 # Steps to run (comma-separated): tests, decode, frames, encoder, batching, client, e2e,
-# handoff, transcode.
+# handoff, transcode, scaling.
 ONLY=${ONLY:-tests,decode,frames}
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
 # The random 7B tower (written once per machine) and the Python plugin, for the steps
@@ -157,6 +157,28 @@ step reel-transcode $?
 python3 -c "import sys; print('{\"wall_s\": %.3f}' % (float(sys.argv[2]) - float(sys.argv[1])))" "$start" "$(date +%s.%N)" > "$OUT/reel-transcode-wall.json"
 timeout 400 python3 bench/transcode/peer.py /tmp/tx-in --model "$model" > "$OUT/peer-transcode.json" 2>> "$OUT/steps.txt"
 step peer-transcode $?
+fi
+
+# 9. Scaling over GPUs (1, 2, 4, 8 where the machine has them): one video's latency to
+#    preprocessed frames with GOP segments on every visible GPU, and reel serve's throughput
+#    at 64 and 256 requests in flight, a copy of the 7B tower on each GPU.
+if want scaling; then
+model_7b
+install_client
+gpus=$(nvidia-smi -L | wc -l)
+for n in 1 2 4 8; do
+  [ "$n" -le "$gpus" ] || continue
+  visible=$(seq -s, 0 $((n - 1)))
+  CUDA_VISIBLE_DEVICES=$visible timeout 200 "$BIN/reel" bench frames "$h264" "$clips/h264_5min.h264" --device cuda \
+    --iterations 5 > "$OUT/scaling-frames-$n.json" 2>> "$OUT/steps.txt"
+  step "scaling-frames-$n" $?
+  for c in 64 256; do
+    CUDA_VISIBLE_DEVICES=$visible timeout 400 python3 bench/serve/bench_e2e.py --reel-bin "$PWD/$BIN/reel" --model "$model" \
+      --clip "$h264" --skip-baseline --concurrency $c --requests $c --workers $((8 * n)) --latency-runs 3 \
+      --workdir /tmp/reel-scaling > "$OUT/scaling-serve-$n-$c.json" 2>> "$OUT/steps.txt"
+    step "scaling-serve-$n-$c" $?
+  done
+done
 fi
 
 grep -E "^test |test result|CUDA vs CPU|worst|max rel|bit-identical|max abs diff|sessions:|Unsupported|reported" "$log" | tail -60

@@ -67,7 +67,7 @@ def reel_side(args, videos, media):
     server = subprocess.Popen(
         [args.reel_bin, "serve", "--device", "cuda", "--model", f"q7b={args.model}", "--media-root", str(media),
          "--listen", f"127.0.0.1:{port}", "--metrics-listen", f"127.0.0.1:{metrics}",
-         "--workers", str(args.workers), "--max-queue", "256", "--ipc-pool-mib", "16384",
+         "--workers", str(args.workers), "--max-queue", str(max(256, args.concurrency)), "--ipc-pool-mib", "16384",
          # The files are copies of one clip: without this every request after the first
          # is an embedding-cache hit, not a run of the pipeline.
          "--cache-mib", "0"],
@@ -187,7 +187,7 @@ def main():
     media = args.workdir / "media"
     shutil.rmtree(args.workdir, ignore_errors=True)
     media.mkdir(parents=True)
-    # N distinct files (copies of the clip: no result is shared between requests).
+    # N files, copies of the clip (the server runs with its embedding cache off).
     videos = []
     for i in range(args.videos):
         p = media / f"clip{i:02d}{args.clip.suffix}"

@@ -5,6 +5,7 @@ mod ipc;
 mod leases;
 mod media;
 mod metrics;
+mod replica;
 mod service;
 
 use std::path::PathBuf;
@@ -17,11 +18,12 @@ use serde::Deserialize;
 use tokio::sync::Semaphore;
 use tokio_stream::StreamExt;
 
-use crate::engine::{Device, DeviceChoice};
+use crate::engine::Device;
 use conn::Tracked;
 use leases::Leases;
 use media::MediaRoots;
 use metrics::Metrics;
+use replica::{Replica, Replicas};
 use service::{ReelService, State};
 
 /// Flags of `reel serve`; every one can also be set in the TOML file given by --config.
@@ -45,7 +47,10 @@ pub struct ServeArgs {
     /// A model: NAME=DIR or DIR (a Hugging Face folder); repeatable, the first is the default.
     #[arg(long = "model")]
     pub models: Vec<String>,
-    /// Where to decode: auto, cpu, cuda, cuda:N [default: auto].
+    /// Where to run: auto (every GPU, else the CPU), cpu, cuda (every GPU), cuda:N (that
+    /// one). Each GPU gets a copy of every model and takes requests in turn (the least
+    /// busy first); a video's GOP segments decode on every GPU with a free session
+    /// [default: auto].
     #[arg(long)]
     pub device: Option<String>,
     /// Largest inline video upload, bytes [default: 256 MiB].
@@ -212,74 +217,23 @@ impl Config {
         }
         Ok(c)
     }
-
-    fn device(&self) -> anyhow::Result<DeviceChoice> {
-        self.device
-            .as_deref()
-            .unwrap_or("auto")
-            .parse()
-            .map_err(|e: String| anyhow::anyhow!(e))
-    }
-}
-
-fn load_models(
-    specs: &[String],
-    device: &Device,
-    options: &crate::engine::ModelOptions,
-) -> anyhow::Result<Vec<(String, Arc<crate::engine::Model>)>> {
-    specs
-        .iter()
-        .map(|spec| {
-            let (name, dir) = match spec.split_once('=') {
-                Some((n, d)) => (n.to_string(), PathBuf::from(d)),
-                None => {
-                    let dir = PathBuf::from(spec);
-                    let name = dir
-                        .file_name()
-                        .map_or_else(|| spec.clone(), |n| n.to_string_lossy().into_owned());
-                    (name, dir)
-                }
-            };
-            let model = crate::engine::Model::load(&dir, options, device)
-                .with_context(|| format!("cannot load model {name} from {}", dir.display()))?;
-            tracing::info!("model {name}: {} loaded", dir.display());
-            Ok((name, Arc::new(model)))
-        })
-        .collect()
 }
 
 /// Runs the server until SIGINT/SIGTERM, then finishes in-flight requests.
 pub fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = Config::load(args)?;
-    let device = Device::select(config.device()?)?;
+    let replicas = Replicas::load(&config, config.device.as_deref().unwrap_or("auto"))?;
     let media = MediaRoots::new(&config.media_roots)?;
-    let model_options = crate::engine::ModelOptions {
-        dtype: config.model_dtype.clone(),
-        memory_budget: config.encoder_memory_mib << 20,
-        stream_slices: config.stream_slices,
-    };
-    let models = load_models(&config.models, &device, &model_options)?;
-    let pool = match &device {
-        Device::Cuda(gpu) => Some(ipc::DevicePool::new(
-            gpu.context().clone(),
-            config.ipc_pool_mib << 20,
-        )?),
-        Device::Cpu => None,
-    };
     let leases = Arc::new(Leases::new(Duration::from_secs_f64(config.lease_ttl)));
     let metrics = Arc::new(Metrics::default());
     let state = Arc::new(State {
         admitted: Arc::new(Semaphore::new(config.max_queue)),
         running: Arc::new(Semaphore::new(config.workers)),
-        cache: (config.cache_mib > 0)
-            .then(|| crate::job::EmbeddingCache::new(config.cache_mib << 20)),
         config,
-        device,
+        replicas,
         media,
-        models,
         leases,
         metrics,
-        pool,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -369,7 +323,7 @@ async fn serve(state: Arc<State>) -> anyhow::Result<()> {
         eprintln!(
             "reel: serving gRPC on unix:{} ({})",
             socket.display(),
-            state.device.name()
+            state.replicas.names()
         );
         let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener)
             .map(move |s| s.map(|s| Tracked::new(s, leases.clone())));
@@ -390,7 +344,7 @@ async fn serve(state: Arc<State>) -> anyhow::Result<()> {
         let incoming = tcp_incoming(&addr, leases).await?;
         eprintln!(
             "reel: serving gRPC on {addr} ({}), metrics on http://{metrics_addr}/metrics",
-            state.device.name()
+            state.replicas.names()
         );
         router(&state)
             .serve_with_incoming_shutdown(incoming, shutdown)
@@ -419,85 +373,86 @@ async fn tcp_incoming(
 }
 
 fn render_metrics(state: &State) -> String {
+    let replicas = || state.replicas.iter();
+    let sum = |f: &dyn Fn(&Replica) -> Option<f64>| replicas().filter_map(f).sum::<f64>();
     let mut gauges = vec![(
         "reel_leases",
         "Outstanding result leases.",
         state.leases.len() as f64,
     )];
-    if let Some(cache) = &state.cache {
+    if replicas().any(|r| r.cache.is_some()) {
         gauges.extend([
             (
                 "reel_cache_hits",
                 "Embed requests answered from the embedding cache.",
-                cache.hits() as f64,
+                sum(&|r| r.cache.as_ref().map(|c| c.hits() as f64)),
             ),
             (
                 "reel_cache_misses",
                 "Embed requests the embedding cache did not hold.",
-                cache.misses() as f64,
+                sum(&|r| r.cache.as_ref().map(|c| c.misses() as f64)),
             ),
             (
                 "reel_cache_bytes",
-                "Bytes of embeddings in the cache.",
-                cache.bytes() as f64,
+                "Bytes of embeddings in the caches.",
+                sum(&|r| r.cache.as_ref().map(|c| c.bytes() as f64)),
             ),
             (
                 "reel_cache_entries",
-                "Videos in the embedding cache.",
-                cache.len() as f64,
+                "Videos in the embedding caches.",
+                sum(&|r| r.cache.as_ref().map(|c| c.len() as f64)),
             ),
         ]);
     }
-    let (forwards, shared) = state
-        .models
-        .iter()
-        .filter_map(|(_, m)| m.batcher().map(|b| b.stats()))
-        .fold((0, 0), |(f, s), st| {
-            (f + st.forwards, s + st.shared_forwards)
-        });
+    let stats = || {
+        replicas()
+            .flat_map(|r| r.models.iter())
+            .filter_map(|(_, m)| m.batcher().map(|b| b.stats()))
+    };
     gauges.extend([
         (
             "reel_encoder_forwards",
             "GPU vision-tower forwards run.",
-            forwards as f64,
+            stats().map(|s| s.forwards as f64).sum(),
         ),
         (
             "reel_encoder_shared_forwards",
             "GPU vision-tower forwards that held slices of several requests.",
-            shared as f64,
+            stats().map(|s| s.shared_forwards as f64).sum(),
         ),
     ]);
-    if let Some(pool) = &state.pool {
+    if replicas().any(|r| r.pool.is_some()) {
         gauges.push((
             "reel_ipc_pool_free_bytes",
-            "Free bytes of the CUDA IPC result pool.",
-            pool.free_bytes() as f64,
+            "Free bytes of the CUDA IPC result pools.",
+            sum(&|r| r.pool.as_ref().map(|p| p.free_bytes() as f64)),
         ));
         gauges.push((
             "reel_ipc_pool_bytes",
-            "Size of the CUDA IPC result pool.",
-            pool.size() as f64,
+            "Size of the CUDA IPC result pools.",
+            sum(&|r| r.pool.as_ref().map(|p| p.size() as f64)),
         ));
     }
-    if let Device::Cuda(gpu) = &state.device {
-        let pool = gpu.decoder_pool();
+    let gpu = |r: &Replica| match &r.device {
+        Device::Cuda(gpu) => Some(gpu.clone()),
+        Device::Cpu => None,
+    };
+    if replicas().any(|r| gpu(r).is_some()) {
         gauges.push((
             "reel_decoders_created",
             "NVDEC decoders created.",
-            pool.created() as f64,
+            sum(&|r| gpu(r).map(|g| g.decoder_pool().created() as f64)),
         ));
         gauges.push((
             "reel_decoders_idle",
-            "NVDEC decoders idle in the pool.",
-            pool.idle() as f64,
+            "NVDEC decoders idle in the pools.",
+            sum(&|r| gpu(r).map(|g| g.decoder_pool().idle() as f64)),
         ));
-        if let Ok((free, _)) = gpu.context().mem_get_info() {
-            gauges.push((
-                "reel_gpu_memory_free_bytes",
-                "Free GPU memory.",
-                free as f64,
-            ));
-        }
+        gauges.push((
+            "reel_gpu_memory_free_bytes",
+            "Free GPU memory, all GPUs.",
+            sum(&|r| gpu(r).and_then(|g| g.context().mem_get_info().ok().map(|m| m.0 as f64))),
+        ));
     }
     state.metrics.render(&gauges)
 }

@@ -13,6 +13,7 @@ use super::ipc::DevicePool;
 use super::leases::{write_shm, Held, Leases};
 use super::media::MediaRoots;
 use super::metrics::Metrics;
+use super::replica::Replicas;
 use super::Config;
 use crate::engine::Device;
 use crate::job::{self, Input, Tensor, Want};
@@ -23,14 +24,11 @@ const CHUNK: usize = 4 << 20;
 /// Shared server state.
 pub struct State {
     pub config: Config,
-    pub device: Device,
+    /// The devices requests run on, with their models, result pools and caches.
+    pub replicas: Replicas,
     pub media: MediaRoots,
-    pub models: Vec<(String, Arc<crate::engine::Model>)>,
-    /// Embeddings of recent videos, when on.
-    pub cache: Option<job::EmbeddingCache>,
     pub leases: Arc<Leases>,
     pub metrics: Arc<Metrics>,
-    pub pool: Option<Arc<DevicePool>>,
     /// Requests admitted (queued or running); full means RESOURCE_EXHAUSTED.
     pub admitted: Arc<Semaphore>,
     /// Requests running at once.
@@ -160,14 +158,16 @@ fn dtype_bytes(values: &[f32], dtype: pb::Dtype) -> (Vec<u8>, pb::Dtype) {
 }
 
 impl ReelService {
-    fn model(&self, name: &str) -> Result<Arc<crate::engine::Model>, Status> {
-        let models = &self.state.models;
+    /// The position of the model `name` asks for (empty: the first) in every replica's
+    /// list.
+    fn model(&self, name: &str) -> Result<usize, Status> {
+        let models = &self.state.replicas.first().models;
         let found = if name.is_empty() {
-            models.first()
+            (!models.is_empty()).then_some(0)
         } else {
-            models.iter().find(|(n, _)| n == name)
+            models.iter().position(|(n, _)| n == name)
         };
-        found.map(|(_, m)| m.clone()).ok_or_else(|| {
+        found.ok_or_else(|| {
             if models.is_empty() {
                 Status::failed_precondition(
                     "this server has no model loaded (start it with --model)",
@@ -219,10 +219,10 @@ impl ReelService {
         let timeout = deadline(&request);
         let conn = request.extensions().get::<ConnId>().copied();
         let req = request.into_inner();
-        let want = if frames {
-            Want::Frames
+        let model = if frames {
+            None
         } else {
-            Want::Embeddings(self.model(&req.model)?)
+            Some(self.model(&req.model)?)
         };
         let input = self.input(req.source)?;
         let options = sampling(req.sampling);
@@ -250,20 +250,23 @@ impl ReelService {
         let cancel = Cancel::new();
         let _guard = CancelOnDrop(cancel.clone());
         let threads = state.config.threads;
-        let device = state.device.clone();
+        let replica = Arc::new(state.replicas.pick());
+        let want = match model {
+            None => Want::Frames,
+            Some(i) => Want::Embeddings(replica.models[i].1.clone()),
+        };
         let task_cancel = cancel.clone();
-        let task_state = state.clone();
+        let task_replica = replica.clone();
         let work = tokio::task::spawn_blocking(move || {
             let _slots = (admitted, running);
-            let cache = task_state.cache.as_ref();
             job::run(
-                &device,
+                &task_replica.device,
                 input,
                 &options,
                 &want,
                 threads,
                 &task_cancel,
-                cache,
+                task_replica.cache.as_ref(),
             )
         });
         let outcome = match timeout {
@@ -292,8 +295,10 @@ impl ReelService {
             ..Default::default()
         };
         let shape = outcome.tensor.shape();
+        let pool = replica.pool.clone();
+        drop(replica);
         let (descriptor, chunks) = self
-            .publish(outcome.tensor, shape, mode, dtype, conn)
+            .publish(outcome.tensor, shape, mode, dtype, pool, conn)
             .await?;
         first.tensor = Some(descriptor);
         let publish = t_publish.elapsed().as_secs_f64();
@@ -341,11 +346,12 @@ impl ReelService {
         shape: [usize; 2],
         mode: pb::OutputMode,
         dtype: pb::Dtype,
+        pool: Option<Arc<DevicePool>>,
         conn: Option<ConnId>,
     ) -> Result<(pb::TensorDescriptor, Vec<Vec<u8>>), Status> {
         let state = self.state.clone();
         let mode = match mode {
-            pb::OutputMode::Unspecified if state.pool.is_some() => pb::OutputMode::CudaIpc,
+            pb::OutputMode::Unspecified if pool.is_some() => pb::OutputMode::CudaIpc,
             pb::OutputMode::Unspecified => pb::OutputMode::Shm,
             m => m,
         };
@@ -366,8 +372,7 @@ impl ReelService {
                 // Device results in their own dtype go to the IPC pool without leaving the GPU.
                 if let (pb::OutputMode::CudaIpc, Some(buffer)) = (mode, device) {
                     if dtype == native {
-                        let pool = state
-                            .pool
+                        let pool = pool
                             .as_ref()
                             .ok_or_else(|| Status::failed_precondition("no CUDA IPC pool"))?;
                         let len = buffer.len();
@@ -389,7 +394,7 @@ impl ReelService {
                 d.nbytes = bytes.len() as u64;
                 match mode {
                     pb::OutputMode::CudaIpc => {
-                        let pool = state.pool.as_ref().ok_or_else(|| {
+                        let pool = pool.as_ref().ok_or_else(|| {
                             Status::failed_precondition("CUDA IPC needs a server running on a GPU")
                         })?;
                         let slot = pool.alloc(bytes.len() as u64).ok_or_else(|| {
@@ -485,16 +490,19 @@ impl pb::reel_server::Reel for ReelService {
     ) -> Result<Response<pb::InfoResponse>, Status> {
         let state = &self.state;
         let mut gpus = Vec::new();
-        if let Device::Cuda(gpu) = &state.device {
-            let ctx = gpu.context();
-            gpus.push(pb::Gpu {
-                ordinal: ctx.ordinal() as i32,
-                name: ctx.name().unwrap_or_default(),
-                memory_bytes: ctx.total_mem().unwrap_or(0) as u64,
-                nvdec_engines: gpu.engines(),
-            });
+        for replica in state.replicas.iter() {
+            if let Device::Cuda(gpu) = &replica.device {
+                let ctx = gpu.context();
+                gpus.push(pb::Gpu {
+                    ordinal: ctx.ordinal() as i32,
+                    name: ctx.name().unwrap_or_default(),
+                    memory_bytes: ctx.total_mem().unwrap_or(0) as u64,
+                    nvdec_engines: gpu.engines(),
+                });
+            }
         }
-        let models = state
+        let first = state.replicas.first();
+        let models = first
             .models
             .iter()
             .map(|(name, m)| pb::Model {
@@ -503,7 +511,7 @@ impl pb::reel_server::Reel for ReelService {
                 dtype: format!("{:?}", m.tower.dtype()),
                 out_hidden_size: m.tower.config().out_hidden_size as u32,
                 device: if m.tower.is_cuda() {
-                    state.device.name()
+                    state.replicas.names()
                 } else {
                     "cpu".into()
                 },
@@ -513,7 +521,7 @@ impl pb::reel_server::Reel for ReelService {
         Ok(Response::new(pb::InfoResponse {
             version: env!("CARGO_PKG_VERSION").into(),
             gpus,
-            codecs: crate::engine::codecs(&state.device),
+            codecs: crate::engine::codecs(&first.device),
             models,
             max_inline_bytes: state.config.max_inline_bytes,
             max_queue: state.config.max_queue as u32,

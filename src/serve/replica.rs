@@ -1,0 +1,194 @@
+//! Replicas: one per GPU the server runs on (or one for the CPU), each with its own copy
+//! of every model, CUDA IPC result pool and embedding cache. A request runs on the least
+//! busy replica (its video's GOP segments still decode on every GPU with a free session),
+//! so the vision towers encode data-parallel.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use super::ipc::DevicePool;
+use super::Config;
+use crate::engine::{Device, DeviceChoice, Model, ModelOptions};
+use crate::job::EmbeddingCache;
+
+/// One device with its models, result pool and cache.
+pub struct Replica {
+    pub device: Device,
+    /// The server's models in `--model` order (the same on every replica).
+    pub models: Vec<(String, Arc<Model>)>,
+    /// CUDA IPC pool of a GPU replica.
+    pub pool: Option<Arc<DevicePool>>,
+    pub cache: Option<EmbeddingCache>,
+    /// Requests running on it now.
+    busy: AtomicUsize,
+}
+
+/// Every replica of the server (at least one).
+pub struct Replicas(Vec<Arc<Replica>>);
+
+/// A replica taken for one request; gives its turn back when dropped.
+pub struct Busy(Arc<Replica>);
+
+impl std::ops::Deref for Busy {
+    type Target = Replica;
+
+    fn deref(&self) -> &Replica {
+        &self.0
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.busy.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Replicas {
+    /// Opens the devices `--device` names (`cuda` and `auto`: every GPU; `cuda:N`: that
+    /// one) and loads every model on each.
+    pub fn load(config: &Config, choice: &str) -> anyhow::Result<Self> {
+        let devices = devices(choice)?;
+        let options = ModelOptions {
+            dtype: config.model_dtype.clone(),
+            memory_budget: config.encoder_memory_mib << 20,
+            stream_slices: config.stream_slices,
+        };
+        let mut all = Vec::new();
+        for device in devices {
+            let models = load_models(&config.models, &device, &options)?;
+            let pool = match &device {
+                Device::Cuda(gpu) => Some(DevicePool::new(
+                    gpu.context().clone(),
+                    config.ipc_pool_mib << 20,
+                )?),
+                Device::Cpu => None,
+            };
+            all.push(Arc::new(Replica {
+                device,
+                models,
+                pool,
+                cache: (config.cache_mib > 0).then(|| EmbeddingCache::new(config.cache_mib << 20)),
+                busy: AtomicUsize::new(0),
+            }));
+        }
+        Ok(Self(all))
+    }
+
+    /// Takes the replica running the fewest requests (the first among equals).
+    pub fn pick(&self) -> Busy {
+        let replica = self
+            .0
+            .iter()
+            .min_by_key(|r| r.busy.load(Ordering::Relaxed))
+            .expect("at least one replica");
+        replica.busy.fetch_add(1, Ordering::Relaxed);
+        Busy(replica.clone())
+    }
+
+    /// The first replica: its models and device stand for all in listings.
+    pub fn first(&self) -> &Replica {
+        &self.0[0]
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Replica> {
+        self.0.iter().map(|r| &**r)
+    }
+
+    /// The devices, as "cuda:0,cuda:1" or "cpu".
+    pub fn names(&self) -> String {
+        self.iter()
+            .map(|r| r.device.name())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// The devices `--device` asks the server to run on.
+fn devices(choice: &str) -> anyhow::Result<Vec<Device>> {
+    let all_gpus = || -> anyhow::Result<Vec<Device>> {
+        (0..reel_codec::gpu::device_count().max(1))
+            .map(|n| Device::select(DeviceChoice::Cuda(n)))
+            .collect()
+    };
+    match choice {
+        "cuda" => all_gpus(),
+        "auto" => match all_gpus() {
+            Ok(devices) => Ok(devices),
+            Err(e) => {
+                tracing::info!("device auto: using the CPU ({e:#})");
+                Ok(vec![Device::Cpu])
+            }
+        },
+        other => {
+            let choice: DeviceChoice = other.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+            Ok(vec![Device::select(choice)?])
+        }
+    }
+}
+
+fn load_models(
+    specs: &[String],
+    device: &Device,
+    options: &ModelOptions,
+) -> anyhow::Result<Vec<(String, Arc<Model>)>> {
+    specs
+        .iter()
+        .map(|spec| {
+            let (name, dir) = match spec.split_once('=') {
+                Some((n, d)) => (n.to_string(), std::path::PathBuf::from(d)),
+                None => {
+                    let dir = std::path::PathBuf::from(spec);
+                    let name = dir
+                        .file_name()
+                        .map_or_else(|| spec.clone(), |n| n.to_string_lossy().into_owned());
+                    (name, dir)
+                }
+            };
+            let model = Model::load(&dir, options, device).with_context(|| {
+                format!(
+                    "cannot load model {name} from {} on {}",
+                    dir.display(),
+                    device.name()
+                )
+            })?;
+            tracing::info!(
+                "model {name}: {} loaded on {}",
+                dir.display(),
+                device.name()
+            );
+            Ok((name, Arc::new(model)))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cpu_replica() -> Arc<Replica> {
+        Arc::new(Replica {
+            device: Device::Cpu,
+            models: Vec::new(),
+            pool: None,
+            cache: None,
+            busy: AtomicUsize::new(0),
+        })
+    }
+
+    #[test]
+    fn requests_go_to_the_least_busy_replica() {
+        let replicas = Replicas(vec![cpu_replica(), cpu_replica()]);
+        let on = |b: &Busy, i: usize| Arc::ptr_eq(&b.0, &replicas.0[i]);
+        let a = replicas.pick();
+        let b = replicas.pick();
+        let c = replicas.pick();
+        assert!(on(&a, 0) && on(&b, 1) && on(&c, 0));
+        drop(b);
+        let d = replicas.pick();
+        assert!(on(&d, 1), "replica 1 had the fewest again");
+        drop((a, c, d));
+        assert!(replicas.iter().all(|r| r.busy.load(Ordering::Relaxed) == 0));
+    }
+}
