@@ -118,6 +118,8 @@ def scaling_chart(path):
     if base:
         per_gpu = base["serve_64"]["throughput"]["videos_per_s"] / base["gpus"]
         right.plot(gpus, [g * per_gpu for g in gpus], ":", color="gray", label="linear")
+    left.set_ylim(bottom=0)
+    right.set_ylim(bottom=0)
     right.set_xlabel("GPUs")
     right.set_ylabel("reel serve, videos/s (30 s 1080p → 7B)")
     right.set_xticks(gpus)
