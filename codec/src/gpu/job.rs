@@ -61,7 +61,8 @@ pub(super) fn decode(
             .map(|_| AtomicUsize::new(0))
             .collect(),
     };
-    // Workers are spawned round-robin over the GPUs so that, when all are idle, the
+    // One worker per segment at most (more could not run at once), each GPU up to its
+    // session count, spawned round-robin over the GPUs so that, when all are idle, the
     // first segments are claimed evenly.
     let per_gpu: Vec<usize> = decoders
         .iter()
@@ -71,6 +72,7 @@ pub(super) fn decode(
     for round in 0..per_gpu.iter().copied().max().unwrap_or(0) {
         order.extend((0..decoders.len()).filter(|&g| round < per_gpu[g]));
     }
+    order.truncate(segments.len());
     let results: Vec<Result<()>> = std::thread::scope(|scope| {
         let job = &job;
         let handles: Vec<_> = order
