@@ -12,9 +12,12 @@ use reel_codec::{Cancel, SamplePlan, Video};
 /// What `--device` asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DeviceChoice {
-    /// A GPU when one with NVDEC is present, else the CPU.
+    /// Every GPU when one with NVDEC is present, else the CPU.
     Auto,
     Cpu,
+    /// Every GPU (`cuda`).
+    Gpus,
+    /// One GPU (`cuda:N`).
     Cuda(usize),
 }
 
@@ -25,7 +28,7 @@ impl FromStr for DeviceChoice {
         match s {
             "auto" => Ok(Self::Auto),
             "cpu" => Ok(Self::Cpu),
-            "cuda" => Ok(Self::Cuda(0)),
+            "cuda" => Ok(Self::Gpus),
             _ => s
                 .strip_prefix("cuda:")
                 .and_then(|n| n.parse().ok())
@@ -45,28 +48,41 @@ pub enum Device {
 }
 
 impl Device {
-    /// Resolves a choice; `auto` logs what it picked and why. A GPU's decode peers
-    /// ([`decode_peers`]) are opened here too, not on the first video.
+    /// The device one job runs on: `cuda` and `auto` give GPU 0 (whose videos still
+    /// decode on every GPU, [`decode_peers`]). `auto` logs what it picked and why.
     pub fn select(choice: DeviceChoice) -> anyhow::Result<Device> {
-        let cuda = |gpu: Arc<Gpu>| {
-            decode_peers(&gpu);
-            Device::Cuda(gpu)
-        };
         match choice {
             DeviceChoice::Cpu => Ok(Device::Cpu),
-            DeviceChoice::Cuda(n) => Ok(cuda(
-                open_gpu(n).with_context(|| format!("cannot use cuda:{n}"))?,
-            )),
-            DeviceChoice::Auto => match open_gpu(0) {
+            DeviceChoice::Cuda(n) => cuda(n),
+            DeviceChoice::Gpus => cuda(0),
+            DeviceChoice::Auto => match cuda(0) {
                 Ok(gpu) => {
                     tracing::info!("device auto: using cuda:0 (NVDEC + CUDA)");
-                    Ok(cuda(gpu))
+                    Ok(gpu)
                 }
                 Err(e) => {
-                    tracing::info!("device auto: using the CPU ({e})");
+                    tracing::info!("device auto: using the CPU ({e:#})");
                     Ok(Device::Cpu)
                 }
             },
+        }
+    }
+
+    /// The devices parallel jobs run on, each with its own copy of the models: every GPU
+    /// for `cuda` and `auto` (else the CPU for `auto`), one for the rest.
+    pub fn select_all(choice: DeviceChoice) -> anyhow::Result<Vec<Device>> {
+        let every_gpu = || -> anyhow::Result<Vec<Device>> {
+            (0..reel_codec::gpu::device_count().max(1))
+                .map(cuda)
+                .collect()
+        };
+        match choice {
+            DeviceChoice::Gpus => every_gpu(),
+            DeviceChoice::Auto => every_gpu().or_else(|e| {
+                tracing::info!("device auto: using the CPU ({e:#})");
+                Ok(vec![Device::Cpu])
+            }),
+            other => Ok(vec![Device::select(other)?]),
         }
     }
 
@@ -76,6 +92,13 @@ impl Device {
             Device::Cuda(gpu) => format!("cuda:{}", gpu.context().ordinal()),
         }
     }
+}
+
+/// GPU `n`, with its decode peers opened too (not on the first video).
+fn cuda(n: usize) -> anyhow::Result<Device> {
+    let gpu = open_gpu(n).with_context(|| format!("cannot use cuda:{n}"))?;
+    decode_peers(&gpu);
+    Ok(Device::Cuda(gpu))
 }
 
 /// The other GPUs of this machine with NVDEC, which decode segments of `gpu`'s videos

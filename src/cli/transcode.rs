@@ -58,10 +58,11 @@ pub struct TranscodeArgs {
     pub encoder: super::encoder::EncoderArgs,
     #[command(flatten)]
     pub sampling: SamplingArgs,
-    /// Where to decode and preprocess: auto, cpu, cuda, cuda:N.
+    /// Where to run: auto (every GPU, else the CPU), cpu, cuda (every GPU, a copy of the
+    /// model on each; jobs take them in turn), cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: crate::engine::DeviceChoice,
-    /// Videos processed at once [default: 2 on a GPU, else 1 (each uses all threads)].
+    /// Videos processed at once [default: 2 per GPU, else 1 (each uses all threads)].
     #[arg(long)]
     pub jobs: Option<usize>,
     /// CPU threads per video [default: cores / jobs].
@@ -373,26 +374,39 @@ pub fn run(args: TranscodeArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let device = Device::select(args.device)?;
+    // One replica per device (every GPU for `cuda` and `auto`), each with its own tower;
+    // jobs take the replicas in turn.
+    let replicas = Device::select_all(args.device)?
+        .into_iter()
+        .map(
+            |device| -> anyhow::Result<(Device, Option<Arc<crate::engine::Model>>)> {
+                let tower = match &args.model {
+                    Some(dir) => Some(Arc::new(
+                        crate::engine::Model::load(dir, &args.encoder.options(), &device)
+                            .with_context(|| {
+                                format!("cannot load {} on {}", dir.display(), device.name())
+                            })?,
+                    )),
+                    None => None,
+                };
+                Ok((device, tower))
+            },
+        )
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let on_gpu = matches!(replicas[0].0, Device::Cuda(_));
     let jobs = args
         .jobs
-        .unwrap_or(if matches!(device, Device::Cuda(_)) {
-            2
-        } else {
-            1
-        })
+        .unwrap_or(if on_gpu { 2 * replicas.len() } else { 1 })
         .max(1);
     let threads = args
         .threads
         .unwrap_or_else(|| (crate::engine::threads(None) / jobs).max(1));
-    let tower = match &args.model {
-        Some(dir) => Some(Arc::new(
-            crate::engine::Model::load(dir, &args.encoder.options(), &device)
-                .with_context(|| format!("cannot load {}", dir.display()))?,
-        )),
-        None => None,
-    };
-    let embedding_dtype = tower.as_ref().map(|m| m.tower.dtype());
+    let device_names = replicas
+        .iter()
+        .map(|(d, _)| d.name())
+        .collect::<Vec<_>>()
+        .join(",");
+    let embedding_dtype = replicas[0].1.as_ref().map(|m| m.tower.dtype());
     let manifest = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -425,10 +439,10 @@ pub fn run(args: TranscodeArgs) -> anyhow::Result<()> {
         (0usize, 0usize, 0usize, 0usize, 0usize);
     let mut failures = Vec::new();
     std::thread::scope(|scope| -> anyhow::Result<()> {
-        for _ in 0..jobs {
+        for job in 0..jobs {
             let tx = tx.clone();
-            let (inputs, next, done, options, device, tower, what) =
-                (&inputs, &next, &done, &options, &device, &tower, args.what);
+            let (device, tower) = &replicas[job % replicas.len()];
+            let (inputs, next, done, options, what) = (&inputs, &next, &done, &options, args.what);
             scope.spawn(move || loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(path) = inputs.get(i) else { break };
@@ -576,7 +590,7 @@ pub fn run(args: TranscodeArgs) -> anyhow::Result<()> {
         "video_frames": video_frames,
         "seconds": secs,
         "videos_per_s": ok as f64 / secs,
-        "device": device.name(),
+        "device": device_names,
         "failures": failures.iter().map(|(s, e)| serde_json::json!({"source": s, "error": e})).collect::<Vec<_>>(),
     });
     if args.json {
@@ -592,7 +606,7 @@ pub fn run(args: TranscodeArgs) -> anyhow::Result<()> {
             secs,
             ok as f64 / secs,
             video_frames as f64 / secs,
-            device.name(),
+            device_names,
             "manifest",
             manifest_path.display()
         ));

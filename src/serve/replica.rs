@@ -49,7 +49,8 @@ impl Replicas {
     /// Opens the devices `--device` names (`cuda` and `auto`: every GPU; `cuda:N`: that
     /// one) and loads every model on each.
     pub fn load(config: &Config, choice: &str) -> anyhow::Result<Self> {
-        let devices = devices(choice)?;
+        let choice: DeviceChoice = choice.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+        let devices = Device::select_all(choice)?;
         let options = ModelOptions {
             dtype: config.model_dtype.clone(),
             memory_budget: config.encoder_memory_mib << 20,
@@ -102,29 +103,6 @@ impl Replicas {
             .map(|r| r.device.name())
             .collect::<Vec<_>>()
             .join(",")
-    }
-}
-
-/// The devices `--device` asks the server to run on.
-fn devices(choice: &str) -> anyhow::Result<Vec<Device>> {
-    let all_gpus = || -> anyhow::Result<Vec<Device>> {
-        (0..reel_codec::gpu::device_count().max(1))
-            .map(|n| Device::select(DeviceChoice::Cuda(n)))
-            .collect()
-    };
-    match choice {
-        "cuda" => all_gpus(),
-        "auto" => match all_gpus() {
-            Ok(devices) => Ok(devices),
-            Err(e) => {
-                tracing::info!("device auto: using the CPU ({e:#})");
-                Ok(vec![Device::Cpu])
-            }
-        },
-        other => {
-            let choice: DeviceChoice = other.parse().map_err(|e: String| anyhow::anyhow!(e))?;
-            Ok(vec![Device::select(choice)?])
-        }
     }
 }
 
