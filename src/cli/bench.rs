@@ -128,7 +128,8 @@ struct FramesBench {
     /// Timed runs per file (after one warm-up run).
     #[arg(long, default_value_t = 5)]
     iterations: usize,
-    /// Where to decode and preprocess: auto, cpu, cuda, cuda:N.
+    /// Where to decode and preprocess: auto (a GPU when present), cpu, cuda (GPU 0, its
+    /// video decoding on every GPU), cuda:N.
     #[arg(long, default_value = "auto")]
     device: crate::engine::DeviceChoice,
     /// CPU worker threads [default: all cores].

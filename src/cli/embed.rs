@@ -27,7 +27,8 @@ pub struct EmbedArgs {
     pub sampling: SamplingArgs,
     #[command(flatten)]
     pub encoder: super::encoder::EncoderArgs,
-    /// Where to decode and preprocess: auto, cpu, cuda, cuda:N.
+    /// Where to decode and preprocess: auto (a GPU when present), cpu, cuda (GPU 0, its
+    /// video decoding on every GPU), cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: crate::engine::DeviceChoice,
     /// CPU worker threads [default: all cores].

@@ -20,7 +20,8 @@ pub struct FramesArgs {
     pub output: PathBuf,
     #[command(flatten)]
     pub sampling: SamplingArgs,
-    /// Where to decode and preprocess: auto (a GPU when present), cpu, cuda, cuda:N.
+    /// Where to decode and preprocess: auto (a GPU when present), cpu, cuda (GPU 0, its
+    /// video decoding on every GPU), cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: crate::engine::DeviceChoice,
     /// CPU worker threads [default: all cores].
