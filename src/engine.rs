@@ -71,10 +71,24 @@ impl Device {
     /// The devices parallel jobs run on, each with its own copy of the models: every GPU
     /// for `cuda` and `auto` (else the CPU for `auto`), one for the rest.
     pub fn select_all(choice: DeviceChoice) -> anyhow::Result<Vec<Device>> {
+        // The GPUs that open (one without NVDEC is left out with a warning); an error only
+        // when none does.
         let every_gpu = || -> anyhow::Result<Vec<Device>> {
-            (0..reel_codec::gpu::device_count().max(1))
-                .map(cuda)
-                .collect()
+            let mut devices = Vec::new();
+            let mut first_error = None;
+            for n in 0..reel_codec::gpu::device_count().max(1) {
+                match cuda(n) {
+                    Ok(device) => devices.push(device),
+                    Err(e) => {
+                        tracing::warn!("cuda:{n} left out: {e:#}");
+                        first_error.get_or_insert(e);
+                    }
+                }
+            }
+            match first_error {
+                Some(e) if devices.is_empty() => Err(e),
+                _ => Ok(devices),
+            }
         };
         match choice {
             DeviceChoice::Gpus => every_gpu(),
