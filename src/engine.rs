@@ -74,9 +74,13 @@ impl Device {
         // The GPUs that open (one without NVDEC is left out with a warning); an error only
         // when none does.
         let every_gpu = || -> anyhow::Result<Vec<Device>> {
+            let count = reel_codec::gpu::device_count();
+            if count == 0 {
+                return cuda(0).map(|d| vec![d]);
+            }
             let mut devices = Vec::new();
             let mut first_error = None;
-            for n in 0..reel_codec::gpu::device_count().max(1) {
+            for n in 0..count {
                 match cuda(n) {
                     Ok(device) => devices.push(device),
                     Err(e) => {
