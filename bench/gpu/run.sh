@@ -43,9 +43,9 @@ fi
 
 # 2. NVDEC throughput, reel then PyNvVideoCodec, same clips, same session counts.
 if want decode; then
-timeout 240 "$BIN/reel" bench decode "$h264" "$hevc" --sessions 1,2,4,7,8,14,16 > "$OUT/reel-decode.json" 2>> "$OUT/steps.txt"
+timeout 240 "$BIN/reel" bench decode "$h264" "$hevc" --sessions ${DECODE_SESSIONS:-1,2,4,7,8,14,16} > "$OUT/reel-decode.json" 2>> "$OUT/steps.txt"
 step reel-decode $?
-timeout 300 python3 bench/gpu/peer_pynvc.py decode "$h264" "$hevc" --sessions 1,2,4,7,8,14,16 > "$OUT/peer-decode.json" 2>> "$OUT/steps.txt"
+timeout 300 python3 bench/gpu/peer_pynvc.py decode "$h264" "$hevc" --sessions ${DECODE_SESSIONS:-1,2,4,7,8,14,16} > "$OUT/peer-decode.json" 2>> "$OUT/steps.txt"
 step peer-decode $?
 
 # 3. Decoder utilization at a high session count, on the 5-minute clip.
