@@ -1,5 +1,7 @@
-//! The GPU path: NVDEC sessions decode GOP segments in parallel and CUDA kernels turn
-//! each sampled picture into its slots of one preallocated pixel-values tensor.
+//! The GPU path: NVDEC sessions decode GOP segments in parallel, on this GPU and on its
+//! peers, and CUDA kernels turn each sampled picture into its slots of one preallocated
+//! pixel-values tensor on this GPU (`job`: the workers; `convert`: the kernels; `peer`:
+//! copies from other GPUs).
 
 use std::ffi::c_void;
 use std::sync::Arc;
