@@ -61,18 +61,8 @@ pub(super) fn decode(
             .map(|_| AtomicUsize::new(0))
             .collect(),
     };
-    // One worker per segment at most (more could not run at once), each GPU up to its
-    // session count, spawned round-robin over the GPUs so that, when all are idle, the
-    // first segments are claimed evenly.
-    let per_gpu: Vec<usize> = decoders
-        .iter()
-        .map(|g| g.sessions().min(segments.len()))
-        .collect();
-    let mut order = Vec::new();
-    for round in 0..per_gpu.iter().copied().max().unwrap_or(0) {
-        order.extend((0..decoders.len()).filter(|&g| round < per_gpu[g]));
-    }
-    order.truncate(segments.len());
+    let sessions: Vec<usize> = decoders.iter().map(|g| g.sessions()).collect();
+    let order = worker_gpus(&sessions, segments.len());
     let results: Vec<Result<()>> = std::thread::scope(|scope| {
         let job = &job;
         let handles: Vec<_> = order
@@ -108,6 +98,18 @@ pub(super) fn decode(
     report.corrupt_frames.sort_unstable();
     report.corrupt_frames.dedup();
     Ok(report)
+}
+
+/// The GPU of each decode worker to spawn, in spawn order: one worker per segment at most
+/// (more could not run at once), each GPU up to its session count, round-robin over the
+/// GPUs so that, when all are idle, the first segments are claimed evenly.
+fn worker_gpus(sessions: &[usize], segments: usize) -> Vec<usize> {
+    let mut order = Vec::new();
+    for round in 0..sessions.iter().copied().max().unwrap_or(0).min(segments) {
+        order.extend((0..sessions.len()).filter(|&g| round < sessions[g]));
+    }
+    order.truncate(segments);
+    order
 }
 
 /// Work shared by the decode workers of one `prepare` call.
@@ -247,5 +249,19 @@ impl Job<'_> {
                 on_slice(self.out.buffer, slice);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::worker_gpus;
+
+    #[test]
+    fn workers_alternate_over_gpus_up_to_the_segments() {
+        assert_eq!(worker_gpus(&[28], 15), vec![0; 15]);
+        assert_eq!(worker_gpus(&[28, 28], 5), [0, 1, 0, 1, 0]);
+        // A GPU with fewer sessions drops out of later rounds.
+        assert_eq!(worker_gpus(&[1, 3], 8), [0, 1, 1, 1]);
+        assert_eq!(worker_gpus(&[28, 28], 0), Vec::<usize>::new());
     }
 }
