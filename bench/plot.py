@@ -21,6 +21,14 @@ def newest(pattern):
     return files[-1] if files else None
 
 
+def save(fig, path):
+    """Writes the chart beside its results file, as PNG."""
+    fig.tight_layout()
+    out = path.replace(".json", ".png")
+    fig.savefig(out, dpi=120)
+    print("wrote", out)
+
+
 def encoder_chart(path):
     doc = json.load(open(path))
     rows = doc["batches"]
@@ -39,10 +47,7 @@ def encoder_chart(path):
     ax.set_title(f"Qwen2.5-VL-7B vision tower, bf16\n{doc['device']}", fontsize=10)
     ax.set_ylim(0, max(reel) * 1.2)
     ax.legend()
-    fig.tight_layout()
-    out = path.replace(".json", ".png")
-    fig.savefig(out, dpi=120)
-    print("wrote", out)
+    save(fig, path)
 
 
 def batching_chart(path):
@@ -67,10 +72,7 @@ def batching_chart(path):
     ax2.set_ylabel("ms, request to embeddings on the GPU")
     ax2.set_title(os.path.basename(doc["embed_one_video"]["file"]) + " → 7B embeddings")
     fig.suptitle(doc["device"], fontsize=10)
-    fig.tight_layout()
-    out = path.replace(".json", ".png")
-    fig.savefig(out, dpi=120)
-    print("wrote", out)
+    save(fig, path)
 
 
 def frames_chart(path):
@@ -92,10 +94,7 @@ def frames_chart(path):
     ax.set_ylabel("seconds to preprocessed frames on the GPU (log)")
     ax.set_title(f"One video, 2 fps sampling\n{doc['device']}", fontsize=10)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    out = path.replace(".json", ".png")
-    fig.savefig(out, dpi=120)
-    print("wrote", out)
+    save(fig, path)
 
 
 def scaling_chart(path):
@@ -125,10 +124,7 @@ def scaling_chart(path):
     right.set_xticks(gpus)
     right.legend(fontsize=8)
     fig.suptitle(f"Scaling over GPUs\n{doc['device']}", fontsize=10)
-    fig.tight_layout()
-    out = path.replace(".json", ".png")
-    fig.savefig(out, dpi=120)
-    print("wrote", out)
+    save(fig, path)
 
 
 def main():

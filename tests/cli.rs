@@ -6,6 +6,16 @@ use std::process::Command;
 use safetensors::SafeTensors;
 use serde_json::Value;
 
+/// `reel transcode` of small frames: quick on the CPU.
+const SMALL_FRAMES: [&str; 6] = [
+    "--what",
+    "frames",
+    "--min-pixels",
+    "3136",
+    "--max-pixels",
+    "20000",
+];
+
 fn reel() -> Command {
     Command::new(env!("CARGO_BIN_EXE_reel"))
 }
@@ -177,14 +187,9 @@ fn transcode_shards_cover_the_inputs_once() {
                 "--json",
                 "--shard",
                 &format!("{i}/3"),
-                "--what",
-                "frames",
-                "--min-pixels",
-                "3136",
-                "--max-pixels",
-                "20000",
-                "-o",
             ])
+            .args(SMALL_FRAMES)
+            .arg("-o")
             .arg(&out)
             .arg(&videos)
             .output()
@@ -302,16 +307,10 @@ fn transcode_resumes_by_content_and_settings() {
     let run = |fps: &str| -> Value {
         let stdout = run_ok(
             reel()
-                .args(["transcode", "--device", "cpu", "--json", "--what", "frames"])
-                .args([
-                    "--fps",
-                    fps,
-                    "--min-pixels",
-                    "3136",
-                    "--max-pixels",
-                    "20000",
-                    "-o",
-                ])
+                .args(["transcode", "--device", "cpu", "--json"])
+                .args(["--fps", fps])
+                .args(SMALL_FRAMES)
+                .arg("-o")
                 .arg(&out)
                 .args(&inputs),
         );
