@@ -122,8 +122,15 @@ fn cuda(n: usize) -> anyhow::Result<Device> {
 /// The other GPUs of this machine with NVDEC, which decode segments of `gpu`'s videos
 /// too (their frames are copied into `gpu`'s output). `CUDA_VISIBLE_DEVICES` limits them.
 fn decode_peers(gpu: &Gpu) -> Vec<Arc<Gpu>> {
+    // Found once per GPU: a peer that does not open is not retried (and warned of) for
+    // every video.
+    static PEERS: Mutex<Vec<(usize, Vec<Arc<Gpu>>)>> = Mutex::new(Vec::new());
     let own = gpu.context().ordinal();
-    (0..reel_codec::gpu::device_count())
+    let mut known = PEERS.lock().expect("no panics while holding the lock");
+    if let Some((_, peers)) = known.iter().find(|(n, _)| *n == own) {
+        return peers.clone();
+    }
+    let peers: Vec<Arc<Gpu>> = (0..reel_codec::gpu::device_count())
         .filter(|&n| n != own)
         .filter_map(|n| match open_gpu(n) {
             Ok(peer) => Some(peer),
@@ -132,7 +139,9 @@ fn decode_peers(gpu: &Gpu) -> Vec<Arc<Gpu>> {
                 None
             }
         })
-        .collect()
+        .collect();
+    known.push((own, peers.clone()));
+    peers
 }
 
 /// GPUs are opened once per process.

@@ -177,19 +177,22 @@ pub fn prepare_cpu(
 
 /// Fails early when a planned packet lies past the end of a truncated file.
 pub fn check_readable(video: &Video, plan: &SamplePlan) -> Result<()> {
+    check_packets(video, plan.decode.iter().flat_map(|r| r.packets.clone()))
+}
+
+/// Fails when one of `packets` lies past the end of a truncated file.
+pub(crate) fn check_packets(video: &Video, packets: impl IntoIterator<Item = usize>) -> Result<()> {
     let len = video.source().len();
-    let packets = video.index().packets();
-    for range in &plan.decode {
-        for p in range.packets.clone() {
-            let packet = &packets[p];
-            if packet.offset.saturating_add(u64::from(packet.size)) > len {
-                return Err(Error::Truncated {
-                    index: p,
-                    offset: packet.offset,
-                    size: packet.size.into(),
-                    len,
-                });
-            }
+    let index = video.index().packets();
+    for p in packets {
+        let packet = &index[p];
+        if packet.offset.saturating_add(u64::from(packet.size)) > len {
+            return Err(Error::Truncated {
+                index: p,
+                offset: packet.offset,
+                size: packet.size.into(),
+                len,
+            });
         }
     }
     Ok(())

@@ -274,6 +274,23 @@ fn a_thousand_sessions_leave_memory_and_decoders_unchanged() {
     );
 }
 
+/// A fixture and its plan at 6 fps (several slices on the short fixtures).
+fn open_at_6fps(name: &str) -> (Video, SamplePlan) {
+    let video = Video::open(common::fixture(name)).unwrap();
+    let options = SamplingOptions {
+        fps: 6.0,
+        ..Default::default()
+    };
+    let plan = SamplePlan::new(video.info(), video.index(), &options).unwrap();
+    (video, plan)
+}
+
+/// The pixel values' bytes, copied to the host.
+fn bytes(prepared: &reel_codec::gpu::GpuPrepared) -> Vec<u8> {
+    let buffer = &prepared.buffer;
+    buffer.stream().clone_dtoh(&**buffer).unwrap()
+}
+
 /// Streamed preparation tells of every temporal slice exactly once, when its values are
 /// already final, and the buffer equals that of plain preparation.
 #[test]
@@ -286,12 +303,7 @@ fn streamed_slices_are_complete_when_announced() {
         "h264_high_opengop.mkv",
         "vp9.webm",
     ] {
-        let video = Video::open(common::fixture(name)).unwrap();
-        let options = SamplingOptions {
-            fps: 6.0,
-            ..Default::default()
-        };
-        let plan = SamplePlan::new(video.info(), video.index(), &options).unwrap();
+        let (video, plan) = open_at_6fps(name);
         let [t, h, w] = plan.grid_thw;
         let slice_bytes = h * w * 1176 * 4;
         let seen: Mutex<Vec<(usize, Vec<u8>)>> = Mutex::new(Vec::new());
@@ -311,12 +323,8 @@ fn streamed_slices_are_complete_when_announced() {
         let plain = gpu
             .prepare(&video, &plan, 7, PixelDtype::F32, &Cancel::new())
             .unwrap();
-        let final_bytes = plain.buffer.stream().clone_dtoh(&*plain.buffer).unwrap();
-        let streamed_bytes = streamed
-            .buffer
-            .stream()
-            .clone_dtoh(&*streamed.buffer)
-            .unwrap();
+        let final_bytes = bytes(&plain);
+        let streamed_bytes = bytes(&streamed);
         assert_eq!(
             final_bytes, streamed_bytes,
             "{name}: streamed vs plain buffer"
@@ -355,12 +363,7 @@ fn segments_decoded_on_a_peer_gpu_are_bit_identical() {
         "hevc_main.mp4",
         "vp9.webm",
     ] {
-        let video = Video::open(common::fixture(name)).unwrap();
-        let options = SamplingOptions {
-            fps: 6.0,
-            ..Default::default()
-        };
-        let plan = SamplePlan::new(video.info(), video.index(), &options).unwrap();
+        let (video, plan) = open_at_6fps(name);
         for dtype in [PixelDtype::F32, PixelDtype::Bf16] {
             let single = gpu
                 .prepare(&video, &plan, 1, dtype, &Cancel::new())
@@ -372,8 +375,7 @@ fn segments_decoded_on_a_peer_gpu_are_bit_identical() {
             let spread = gpu
                 .prepare_with(&video, &plan, &options, &Cancel::new())
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
-            let a = single.buffer.stream().clone_dtoh(&*single.buffer).unwrap();
-            let b = spread.buffer.stream().clone_dtoh(&*spread.buffer).unwrap();
+            let (a, b) = (bytes(&single), bytes(&spread));
             assert!(
                 a == b,
                 "{name} {dtype:?}: spread over two GPUs vs one session"

@@ -11,7 +11,7 @@ use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr
 use crate::decode::nvdec::{self, DecoderCaps, DecoderPool, Picture, Session};
 use crate::decode::{partition, split_at_gops, DecodeReport, Wanted};
 use crate::fair::FairShare;
-use crate::pipeline::check_readable;
+use crate::pipeline::{check_packets, check_readable};
 use crate::plan::SamplePlan;
 use crate::preprocess::PATCH_DIM;
 use crate::stream::StreamInfo;
@@ -266,7 +266,6 @@ impl Gpu {
         let wanted = Wanted::new(video, frames);
         let ranges = crate::plan::decode_ranges(video.index(), frames);
         let mut report = DecodeReport::default();
-        let (mut scratch, mut data) = (Vec::new(), Vec::new());
         let mut on_picture = |p: &Picture| -> Result<()> {
             let packed = download(&stream, p)?;
             report.frames_delivered += 1;
@@ -284,11 +283,7 @@ impl Gpu {
                 &wanted,
                 &mut on_picture,
             )?;
-            for p in range.packets.clone() {
-                video.decoder_packet(p, &mut scratch, &mut data)?;
-                session.decode(&data, video.index().packets()[p].pts)?;
-            }
-            session.finish()?;
+            decode_packets(&mut session, video, range.packets.clone())?;
         }
         Ok(report)
     }
@@ -342,36 +337,33 @@ impl Gpu {
             &wanted,
             &mut on_picture,
         )?;
-        let (mut scratch, mut data) = (Vec::new(), Vec::new());
-        for p in 0..video.index().len() {
-            video.decoder_packet(p, &mut scratch, &mut data)?;
-            session.decode(&data, video.index().packets()[p].pts)?;
-        }
-        session.finish()?;
+        decode_packets(&mut session, video, 0..video.index().len())?;
         drop(session);
         Ok(pictures)
     }
+}
+
+/// Sends `packets` to `session` in order, every one of them, and flushes it.
+fn decode_packets(
+    session: &mut Session<'_>,
+    video: &Video,
+    packets: std::ops::Range<usize>,
+) -> Result<()> {
+    let (mut scratch, mut data) = (Vec::new(), Vec::new());
+    for p in packets {
+        video.decoder_packet(p, &mut scratch, &mut data)?;
+        session.decode(&data, video.index().packets()[p].pts)?;
+    }
+    session.finish()
 }
 
 fn frame_len(w: usize, h: usize, bytes_per_sample: usize) -> u64 {
     (w * h * 3 * bytes_per_sample) as u64
 }
 
+/// Fails when the packet of one of `frames` lies past the end of a truncated file.
 fn check_readable_frames(video: &Video, frames: &[usize]) -> Result<()> {
-    let len = video.source().len();
-    for &f in frames {
-        let p = video.index().frame_packet(f);
-        let packet = video.index().packets()[p];
-        if packet.offset.saturating_add(u64::from(packet.size)) > len {
-            return Err(Error::Truncated {
-                index: p,
-                offset: packet.offset,
-                size: packet.size.into(),
-                len,
-            });
-        }
-    }
-    Ok(())
+    check_packets(video, frames.iter().map(|&f| video.index().frame_packet(f)))
 }
 
 /// Copies a mapped picture to the host and packs it as planar YUV without padding.
