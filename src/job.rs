@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use reel_codec::decode::DecodeReport;
+use reel_codec::gpu::SliceDone;
 use reel_codec::{Cancel, SamplePlan, SamplingOptions, Video};
 use reel_encoder::cuda::{DeviceEmbeddings, InputDtype};
 
@@ -29,6 +30,21 @@ pub enum Want {
     Frames,
     /// Vision-tower embeddings `[t·h·w/4, out_hidden]`.
     Embeddings(Arc<Model>),
+    /// Embeddings with the video's temporal slices encoded on the GPU that decoded them:
+    /// the model on each GPU, the first one's GPU getting the result
+    /// ([`engine::embed_split`]). Off a GPU, the first model encodes the whole video.
+    SplitEmbeddings(Arc<Vec<engine::GpuModel>>),
+}
+
+impl Want {
+    /// The model that makes embeddings (the first GPU's for a split).
+    fn model(&self) -> Option<&Model> {
+        match self {
+            Want::Frames => None,
+            Want::Embeddings(model) => Some(model),
+            Want::SplitEmbeddings(models) => models.first().map(|m| &*m.model),
+        }
+    }
 }
 
 /// Embeddings of earlier jobs, by what determines them ([`Key`]).
@@ -127,8 +143,8 @@ pub fn run(
         Input::Bytes { data, name } => Video::from_bytes(data, name.as_deref())?,
     };
     let plan = SamplePlan::new(video.info(), video.index(), sampling)?;
-    let cached = match (want, cache) {
-        (Want::Embeddings(model), Some(cache)) => {
+    let cached = match (want.model(), cache) {
+        (Some(model), Some(cache)) => {
             let key = Key::new(&model.id, &video, &plan)?;
             Some((cache, key, cache.get(&key)))
         }
@@ -153,58 +169,23 @@ pub fn run(
         });
     }
     let t1 = Instant::now();
-    // A GPU model takes each temporal slice as soon as it is decoded.
-    let request = match want {
-        Want::Embeddings(model) => model
-            .batcher()
-            .map(|b| b.request(plan.grid_thw))
-            .transpose()?,
-        Want::Frames => None,
-    };
-    let submit = |buffer: &Arc<cudarc::driver::CudaSlice<u8>>, slice: usize| {
-        if let Some(r) = &request {
-            r.submit(buffer, InputDtype::F32, slice..slice + 1);
+    let made = match want {
+        Want::SplitEmbeddings(models) if engine::can_split(device, &video) => {
+            engine::embed_split(models, &video, &plan, cancel)?
         }
+        _ => decode_encode(device, &video, &plan, want, threads, cancel)?,
     };
-    let streamed = matches!(want, Want::Embeddings(m) if m.stream_slices) && request.is_some();
-    let decode_span =
-        tracing::info_span!("decode_preprocess", frames = plan.frames.len()).entered();
-    let frames = engine::prepare(
-        device,
-        &video,
-        &plan,
-        threads,
-        cancel,
-        streamed.then_some(&submit as &reel_codec::gpu::SliceReady<'_>),
-    )?;
-    let corrupt = &frames.report.corrupt_frames;
-    if !corrupt.is_empty() {
-        return Err(reel_codec::Error::Decode {
-            frames: corrupt.clone(),
-            reason: "the decoder concealed bitstream errors in these sampled frames".into(),
-        }
-        .into());
-    }
-    let decode_preprocess = t1.elapsed().as_secs_f64();
-    drop(decode_span);
     let t2 = Instant::now();
-    let _finish = tracing::info_span!("finish").entered();
-    let tensor = match (want, frames.pixels, request) {
-        (Want::Frames, Pixels::Device(p), _) => Tensor::DevicePixels(p),
-        (Want::Frames, Pixels::Host(v), _) => Tensor::Host {
-            shape: [v.rows(), reel_codec::preprocess::PATCH_DIM],
-            data: v.data,
+    let timings = Timings {
+        demux,
+        decode_preprocess: made.decoded.duration_since(t1).as_secs_f64(),
+        encode: if want.model().is_some() {
+            t2.duration_since(made.decoded).as_secs_f64()
+        } else {
+            0.0
         },
-        (Want::Embeddings(model), pixels, request) => {
-            cancel.check()?;
-            model.encode(&pixels, request)?
-        }
     };
-    let encode = if matches!(want, Want::Embeddings(_)) {
-        t2.elapsed().as_secs_f64()
-    } else {
-        0.0
-    };
+    let tensor = made.tensor;
     if let Some((cache, key, _)) = cached {
         if let Some(shared) = tensor.share() {
             cache.insert(key, Arc::new(shared));
@@ -214,13 +195,86 @@ pub fn run(
         stream: video.info().clone(),
         plan,
         tensor,
+        report: made.report,
+        decoded_on: made.decoded_on,
+        timings,
+    })
+}
+
+/// What decoding and encoding one video made.
+pub(crate) struct Made {
+    pub tensor: Tensor,
+    pub report: DecodeReport,
+    pub decoded_on: String,
+    /// When the pixel values were complete.
+    pub decoded: Instant,
+}
+
+/// Fails on frames the decoder concealed errors in.
+pub(crate) fn check_corrupt(report: &DecodeReport) -> anyhow::Result<()> {
+    let corrupt = &report.corrupt_frames;
+    if !corrupt.is_empty() {
+        return Err(reel_codec::Error::Decode {
+            frames: corrupt.clone(),
+            reason: "the decoder concealed bitstream errors in these sampled frames".into(),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// Decodes the video on `device` (its segments on every GPU) and, for embeddings,
+/// encodes it with one model.
+fn decode_encode(
+    device: &Device,
+    video: &Video,
+    plan: &SamplePlan,
+    want: &Want,
+    threads: usize,
+    cancel: &Cancel,
+) -> anyhow::Result<Made> {
+    let model = want.model();
+    // A GPU model takes each temporal slice as soon as it is decoded.
+    let request = model
+        .and_then(|m| m.batcher())
+        .map(|b| b.request(plan.grid_thw))
+        .transpose()?;
+    let submit = |done: SliceDone<'_>| {
+        if let Some(r) = &request {
+            r.submit(done.buffer, InputDtype::F32, done.slice..done.slice + 1);
+        }
+    };
+    let streamed = model.is_some_and(|m| m.stream_slices) && request.is_some();
+    let decode_span =
+        tracing::info_span!("decode_preprocess", frames = plan.frames.len()).entered();
+    let frames = engine::prepare(
+        device,
+        video,
+        plan,
+        threads,
+        cancel,
+        streamed.then_some(&submit as &reel_codec::gpu::SliceReady<'_>),
+    )?;
+    check_corrupt(&frames.report)?;
+    let decoded = Instant::now();
+    drop(decode_span);
+    let _finish = tracing::info_span!("finish").entered();
+    let tensor = match (model, frames.pixels) {
+        (None, Pixels::Device(p)) => Tensor::DevicePixels(p),
+        (None, Pixels::Host(v)) => Tensor::Host {
+            shape: [v.rows(), reel_codec::preprocess::PATCH_DIM],
+            data: v.data,
+        },
+        (Some(model), pixels) => {
+            cancel.check()?;
+            model.encode(&pixels, request)?
+        }
+    };
+    Ok(Made {
+        tensor,
         report: frames.report,
         decoded_on: frames.decoded_on,
-        timings: Timings {
-            demux,
-            decode_preprocess,
-            encode,
-        },
+        decoded,
     })
 }
 

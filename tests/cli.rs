@@ -93,6 +93,28 @@ fn embed_writes_embeddings_with_metadata() {
     assert!(f32s(emb.data()).iter().all(|v| v.is_finite()));
 }
 
+/// Split encoding works on GPUs only: on the CPU it is a clear error, with no output.
+#[test]
+fn embed_split_encode_on_the_cpu_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("e.safetensors");
+    let err = reel()
+        .args(["embed", "--device", "cpu", "--split-encode", "--model"])
+        .arg(data("tiny-qwen2.5-vl"))
+        .arg(data("video/hevc_main.mp4"))
+        .arg("-o")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(!err.status.success());
+    assert!(
+        String::from_utf8_lossy(&err.stderr).contains("--split-encode needs a GPU"),
+        "{}",
+        String::from_utf8_lossy(&err.stderr)
+    );
+    assert!(!out.exists());
+}
+
 #[test]
 fn transcode_shards_agree_with_the_manifest_and_with_frames() {
     let dir = tempfile::tempdir().unwrap();

@@ -247,6 +247,36 @@ def main():
                "runs": scaling}
         json.dump(doc, open(f"bench/results/scaling_{stamp}.json", "w"), indent=2)
 
+    split = []
+    for n in (1, 2, 4, 8):
+        for clip in ("h264_30s", "h264_5min"):
+            row = {"gpus": n, "clip": clip}
+            for mode in ("plain", "split"):
+                runs = [load(folder, f"split-{n}-{clip}-{mode}-{r}.json") for r in (1, 2, 3)]
+                runs = [r for r in runs if r]
+                if not runs:
+                    continue
+                latency = sorted(r["seconds"]["demux"] + r["seconds"]["decode_preprocess"] + r["seconds"]["encode"]
+                                 for r in runs)
+                row[mode] = {"latency_s": {"median": latency[len(latency) // 2], "runs": latency},
+                             "device": runs[0]["device"], "tokens": runs[0]["tokens"]}
+            compare = load(folder, f"split-{n}-{clip}-compare.json")
+            if "plain" in row and "split" in row:
+                row["speedup"] = row["plain"]["latency_s"]["median"] / row["split"]["latency_s"]["median"]
+                row["compare"] = compare
+                split.append(row)
+                print(f"split {n} GPU(s) {clip}: plain {row['plain']['latency_s']['median']:.3f} s, "
+                      f"split {row['split']['latency_s']['median']:.3f} s ({row['speedup']:.2f}x); {compare}")
+    if split:
+        doc = {"benchmark": "split_encode", "commit": commit, "device": device,
+               "command": "ONLY=split bash bench/gpu/run.sh (CUDA_VISIBLE_DEVICES=0..n-1: reel embed "
+                          "[--split-encode] --device cuda --json, runs 1-3 after a warm-up)",
+               "workload": "30 s and 5 min 1080p30 H.264, 2 fps sampling, Qwen2.5-VL-7B vision tower "
+                           "(random weights, bf16); latency = demux + decode/preprocess + encode, "
+                           "embeddings resident on GPU 0 (the file write is not counted)",
+               "runs": split}
+        json.dump(doc, open(f"bench/results/split_encode_{stamp}.json", "w"), indent=2)
+
 
 if __name__ == "__main__":
     main()

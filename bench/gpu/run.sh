@@ -26,7 +26,7 @@ h264=$clips/h264_30s.h264; hevc=$clips/hevc_30s.hevc
 
 step() { echo "== $1: rc=$2" | tee -a "$OUT/steps.txt"; }
 # Steps to run (comma-separated): tests, decode, frames, encoder, batching, client, e2e,
-# handoff, transcode, scaling.
+# handoff, transcode, scaling, split.
 ONLY=${ONLY:-tests,decode,frames}
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
 # The random 7B tower (written once per machine) and the Python plugin, for the steps
@@ -177,6 +177,33 @@ for n in 1 2 4 8; do
       --clip "$h264" --skip-baseline --concurrency $c --requests $c --workers $((8 * n)) --latency-runs 3 \
       --workdir /tmp/reel-scaling > "$OUT/scaling-serve-$n-$c.json" 2>> "$OUT/steps.txt"
     step "scaling-serve-$n-$c" $?
+  done
+done
+fi
+
+# 12. One video's embedding latency with every GPU encoding the slices it decoded
+#     (`reel embed --split-encode`) against decoding on every GPU and encoding on GPU 0
+#     (plain `reel embed`), 7B tower, 30 s and 5 min H.264, on 1/2/4/8 GPUs where present;
+#     4 runs each, the first a warm-up. Then the two outputs are compared.
+if want split; then
+model_7b
+gpus=$(nvidia-smi -L | wc -l)
+for n in 1 2 4 8; do
+  [ "$n" -le "$gpus" ] || continue
+  visible=$(seq -s, 0 $((n - 1)))
+  for clip in "$h264" "$clips/h264_5min.h264"; do
+    name=$(basename "$clip" .h264)
+    for mode in plain split; do
+      flag=; [ $mode = split ] && flag=--split-encode
+      for r in 0 1 2 3; do
+        CUDA_VISIBLE_DEVICES=$visible timeout 120 "$BIN/reel" embed "$clip" --model "$model" --device cuda $flag \
+          -o "/tmp/reel-split-$mode.safetensors" --json > "$OUT/split-$n-$name-$mode-$r.json" 2>> "$OUT/steps.txt"
+      done
+      step "split-$n-$name-$mode" $?
+    done
+    python3 bench/gpu/compare_embeddings.py /tmp/reel-split-plain.safetensors /tmp/reel-split-split.safetensors \
+      > "$OUT/split-$n-$name-compare.json" 2>> "$OUT/steps.txt"
+    step "split-$n-$name-compare" $?
   done
 done
 fi

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use reel_codec::decode::DecodedFrame;
-use reel_codec::gpu::{Gpu, PixelDtype, PrepareOptions};
+use reel_codec::gpu::{Gpu, PixelDtype, PrepareOptions, SliceDone};
 use reel_codec::pipeline::{frame_to_rgb, patchify_frames};
 use reel_codec::preprocess::{YuvImage, YuvSamples};
 use reel_codec::{Cancel, Chroma, Error, SamplePlan, SamplingOptions, Video};
@@ -307,9 +307,9 @@ fn streamed_slices_are_complete_when_announced() {
         let [t, h, w] = plan.grid_thw;
         let slice_bytes = h * w * 1176 * 4;
         let seen: Mutex<Vec<(usize, Vec<u8>)>> = Mutex::new(Vec::new());
-        let on_slice = |buffer: &Arc<cudarc::driver::CudaSlice<u8>>, s: usize| {
-            let stream = buffer.stream();
-            let all = stream.clone_dtoh(&**buffer).unwrap();
+        let on_slice = |done: SliceDone<'_>| {
+            let (buffer, s) = (done.buffer, done.slice);
+            let all = buffer.stream().clone_dtoh(&**buffer).unwrap();
             let bytes = all[s * slice_bytes..(s + 1) * slice_bytes].to_vec();
             seen.lock().unwrap().push((s, bytes));
         };
@@ -390,4 +390,69 @@ fn segments_decoded_on_a_peer_gpu_are_bit_identical() {
         peer.decoder_pool().created() > 0,
         "the peer decoded no segment"
     );
+}
+
+/// Split preparation keeps each part on the GPU that decoded it: the parts cover the
+/// slices once, in order, each part's buffer equals those slices of one-session decoding
+/// (bit for bit), and every slice is announced once with its part. As above, the second
+/// GPU is cuda:1 where there is one, else a second `Gpu` on the same device.
+#[test]
+fn split_parts_equal_their_slices_of_one_session() {
+    use std::sync::Mutex;
+    let Some(gpu) = gpu() else { return };
+    let peer = Gpu::open(usize::from(reel_codec::gpu::device_count() > 1)).unwrap();
+    let peers = [peer.clone()];
+    let mut several = 0;
+    for name in [
+        "h264_longgop.mp4",
+        "h264_high_opengop.mkv",
+        "h264_main_bframes.mp4",
+        "hevc_main.mp4",
+        "vp9.webm",
+    ] {
+        let (video, plan) = open_at_6fps(name);
+        let [t, h, w] = plan.grid_thw;
+        for dtype in [PixelDtype::F32, PixelDtype::Bf16] {
+            let slice_bytes = h * w * 1176 * dtype.size();
+            let single = bytes(
+                &gpu.prepare(&video, &plan, 1, dtype, &Cancel::new())
+                    .unwrap(),
+            );
+            let split = gpu.split(&video, &plan, 8, &peers).unwrap();
+            let layout = split.parts();
+            let covered: Vec<usize> = layout.iter().flat_map(|(_, s)| s.clone()).collect();
+            assert_eq!(
+                covered,
+                (0..t).collect::<Vec<_>>(),
+                "{name}: parts {layout:?}"
+            );
+            let seen = Mutex::new(Vec::new());
+            let on_slice = |done: SliceDone<'_>| seen.lock().unwrap().push((done.part, done.slice));
+            let prepared = split
+                .prepare(&video, &plan, dtype, Some(&on_slice), &Cancel::new())
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(prepared.parts.len(), layout.len());
+            for (part, (ordinal, slices)) in prepared.parts.iter().zip(&layout) {
+                assert_eq!((part.ordinal, &part.slices), (*ordinal, slices));
+                let got = part.buffer.stream().clone_dtoh(&*part.buffer).unwrap();
+                assert!(
+                    got[..] == single[slices.start * slice_bytes..slices.end * slice_bytes],
+                    "{name} {dtype:?}: part {slices:?} on cuda:{ordinal} vs one session"
+                );
+            }
+            let mut seen = seen.into_inner().unwrap();
+            seen.sort_unstable();
+            let expected: Vec<(usize, usize)> = layout
+                .iter()
+                .enumerate()
+                .flat_map(|(p, (_, s))| (0..s.len()).map(move |i| (p, i)))
+                .collect();
+            assert_eq!(seen, expected, "{name}: each slice announced once");
+            if layout.len() > 1 {
+                several += 1;
+            }
+            eprintln!("{name} {dtype:?}: parts {layout:?}, bit-identical");
+        }
+    }
+    assert!(several > 0, "no fixture was split over both GPUs");
 }

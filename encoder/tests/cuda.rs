@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use common::*;
 use cudarc::driver::{CudaContext, CudaSlice, DevicePtr};
-use reel_encoder::cuda::{Batcher, InputDtype, PoolPeak};
+use reel_encoder::cuda::{Batcher, DeviceEmbeddings, InputDtype, PoolPeak};
 use reel_encoder::{DType, VisionTower};
 
 fn gpu() -> Option<Arc<CudaContext>> {
@@ -176,6 +176,38 @@ fn batcher_slices_equal_whole_video() {
         );
         assert!(err <= bound, "{dtype}: {err:.3e}");
     }
+}
+
+/// A video encoded in two parts on two towers (cuda:1 where there is one, else a second
+/// tower on the same GPU), joined by `DeviceEmbeddings::concat` on the first GPU, gives
+/// the embeddings of the whole video (f32: within 1e-6; bf16: the parity bound).
+#[test]
+fn parts_on_two_towers_join_to_the_whole_video() {
+    let Some(ctx) = gpu() else { return };
+    let other = CudaContext::new(usize::from(CudaContext::device_count().unwrap() > 1)).unwrap();
+    for (dtype, bound) in [(DType::F32, 1e-6), (DType::BF16, 2e-2)] {
+        let towers = [&ctx, &other].map(|c| Arc::new(cuda_tower(c, dtype)));
+        let batchers = towers.clone().map(|t| Batcher::new(t, 1 << 30).unwrap());
+        let (h, w) = (8, 12);
+        let pv = pixel_values(37, 5 * h * w, 1176);
+        let whole = towers[0].encode(&pv, &[[5, h, w]]).unwrap();
+        let parts: Vec<_> = [(0..2, &batchers[0]), (2..5, &batchers[1])]
+            .into_iter()
+            .map(|(slices, batcher)| {
+                let rows = &pv[slices.start * h * w * 1176..slices.end * h * w * 1176];
+                let request = batcher.request([slices.len(), h, w]).unwrap();
+                request.submit_rest(&batcher.upload(rows).unwrap(), InputDtype::F32);
+                request.finish().unwrap()
+            })
+            .collect();
+        let joined = DeviceEmbeddings::concat(&parts, &ctx.default_stream()).unwrap();
+        assert_eq!((joined.rows, joined.hidden), (whole.rows, whole.hidden));
+        assert_eq!(joined.buffer.context().cu_ctx(), ctx.cu_ctx());
+        let err = rel_err(&joined.to_host_f32().unwrap(), &whole.data);
+        println!("two parts joined vs whole, {dtype}: max rel {err:.3e}");
+        assert!(err <= bound, "{dtype}: {err:.3e}");
+    }
+    assert!(DeviceEmbeddings::concat(&[], &ctx.default_stream()).is_err());
 }
 
 /// Requests submitted together share forwards, and each gets exactly its own rows.

@@ -31,6 +31,12 @@ pub struct EmbedArgs {
     /// video decoding on every GPU), cuda:N.
     #[arg(long, default_value = "auto")]
     pub device: crate::engine::DeviceChoice,
+    /// Let every GPU work on this video: each decodes GOP segments, keeps the temporal
+    /// slices it decoded and encodes them with its own copy of the model; the embeddings
+    /// are joined on the first GPU. Without it the video decodes on every GPU and encodes
+    /// on the first. Needs a GPU.
+    #[arg(long)]
+    pub split_encode: bool,
     /// CPU worker threads [default: all cores].
     #[arg(long)]
     pub threads: Option<usize>,
@@ -40,18 +46,39 @@ pub struct EmbedArgs {
 }
 
 pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
+    use crate::engine::{Device, GpuModel, Model};
     let threads = crate::engine::threads(args.threads);
-    let device = crate::engine::Device::select(args.device)?;
     let t_load = Instant::now();
-    let model = crate::engine::Model::load(&args.model, &args.encoder.options(), &device)
-        .with_context(|| format!("cannot load {}", args.model.display()))?;
+    let load_on = |device: &Device| {
+        Model::load(&args.model, &args.encoder.options(), device)
+            .with_context(|| format!("cannot load {} on {}", args.model.display(), device.name()))
+    };
+    let (device, want) = if args.split_encode {
+        let mut models = Vec::new();
+        for device in Device::select_all(args.device)? {
+            let Device::Cuda(gpu) = &device else {
+                anyhow::bail!("--split-encode needs a GPU ({} chosen)", device.name());
+            };
+            let model = Arc::new(load_on(&device)?);
+            models.push(GpuModel {
+                gpu: gpu.clone(),
+                model,
+            });
+        }
+        let first = Device::Cuda(models[0].gpu.clone());
+        (first, Want::SplitEmbeddings(Arc::new(models)))
+    } else {
+        let device = Device::select(args.device)?;
+        let model = load_on(&device)?;
+        (device, Want::Embeddings(Arc::new(model)))
+    };
     let load = t_load.elapsed().as_secs_f64();
     let t0 = Instant::now();
     let outcome = job::run(
         &device,
         Input::Path(args.file.clone()),
         &args.sampling.options(),
-        &Want::Embeddings(Arc::new(model)),
+        &want,
         threads,
         &reel_codec::Cancel::new(),
         None,

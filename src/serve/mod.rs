@@ -95,6 +95,12 @@ pub struct ServeArgs {
     /// model), MiB; 0 turns the cache off [default: 2048].
     #[arg(long)]
     pub cache_mib: Option<u64>,
+    /// With several GPUs, let every GPU work on each video: each encodes the temporal
+    /// slices it decoded and the embeddings are joined on the request's GPU, true or false.
+    /// Lowers one long video's latency; by default each request encodes on one GPU (a
+    /// replica per GPU), which already keeps every GPU busy under load [default: false].
+    #[arg(long)]
+    pub split_encode: Option<bool>,
 }
 
 /// Effective configuration: file values overridden by flags, then defaults.
@@ -133,6 +139,8 @@ pub struct Config {
     pub stream_slices: bool,
     #[serde(default = "defaults::cache_mib")]
     pub cache_mib: u64,
+    #[serde(default)]
+    pub split_encode: bool,
 }
 
 mod defaults {
@@ -208,6 +216,7 @@ impl Config {
         flag!(encoder_memory_mib);
         flag!(stream_slices);
         flag!(cache_mib);
+        flag!(split_encode);
         c.media_roots.extend(args.media_roots);
         c.models.extend(args.models);
         c.workers = c.workers.max(1);

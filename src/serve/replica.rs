@@ -10,7 +10,7 @@ use anyhow::Context;
 
 use super::ipc::DevicePool;
 use super::Config;
-use crate::engine::{Device, DeviceChoice, Model, ModelOptions};
+use crate::engine::{Device, DeviceChoice, GpuModel, Model, ModelOptions};
 use crate::job::EmbeddingCache;
 
 /// One device with its models, result pool and cache.
@@ -21,6 +21,9 @@ pub struct Replica {
     /// CUDA IPC pool of a GPU replica.
     pub pool: Option<Arc<DevicePool>>,
     pub cache: Option<EmbeddingCache>,
+    /// With `split_encode` and several GPUs: per model, its copy on every GPU, this
+    /// replica's first (where split results land).
+    pub split: Vec<Arc<Vec<GpuModel>>>,
     /// Requests running on it now.
     busy: AtomicUsize,
 }
@@ -56,7 +59,7 @@ impl Replicas {
             memory_budget: config.encoder_memory_mib << 20,
             stream_slices: config.stream_slices,
         };
-        let mut all = Vec::new();
+        let mut all: Vec<Replica> = Vec::new();
         for device in devices {
             let models = load_models(&config.models, &device, &options)?;
             let pool = match &device {
@@ -66,15 +69,22 @@ impl Replicas {
                 )?),
                 Device::Cpu => None,
             };
-            all.push(Arc::new(Replica {
+            all.push(Replica {
                 device,
                 models,
                 pool,
                 cache: (config.cache_mib > 0).then(|| EmbeddingCache::new(config.cache_mib << 20)),
+                split: Vec::new(),
                 busy: AtomicUsize::new(0),
-            }));
+            });
         }
-        Ok(Self(all))
+        if config.split_encode {
+            let lists = split_lists(&all);
+            for (replica, split) in all.iter_mut().zip(lists) {
+                replica.split = split;
+            }
+        }
+        Ok(Self(all.into_iter().map(Arc::new).collect()))
     }
 
     /// Takes the replica running the fewest requests (the first among equals).
@@ -104,6 +114,36 @@ impl Replicas {
             .collect::<Vec<_>>()
             .join(",")
     }
+}
+
+/// For every GPU replica and model: the model on every GPU replica, that replica's first.
+/// Empty for all with fewer than two GPUs (nothing to split over).
+fn split_lists(replicas: &[Replica]) -> Vec<Vec<Arc<Vec<GpuModel>>>> {
+    let gpus: Vec<usize> = (0..replicas.len())
+        .filter(|&r| matches!(replicas[r].device, Device::Cuda(_)))
+        .collect();
+    let on = |r: usize, m: usize| -> Option<GpuModel> {
+        match &replicas[r].device {
+            Device::Cuda(gpu) => Some(GpuModel {
+                gpu: gpu.clone(),
+                model: replicas[r].models[m].1.clone(),
+            }),
+            Device::Cpu => None,
+        }
+    };
+    (0..replicas.len())
+        .map(|r| {
+            if gpus.len() < 2 || !gpus.contains(&r) {
+                return Vec::new();
+            }
+            (0..replicas[r].models.len())
+                .map(|m| {
+                    let order = std::iter::once(r).chain(gpus.iter().copied().filter(|&g| g != r));
+                    Arc::new(order.filter_map(|g| on(g, m)).collect())
+                })
+                .collect()
+        })
+        .collect()
 }
 
 fn load_models(
@@ -151,6 +191,7 @@ mod tests {
             models: Vec::new(),
             pool: None,
             cache: None,
+            split: Vec::new(),
             busy: AtomicUsize::new(0),
         })
     }

@@ -253,7 +253,10 @@ impl ReelService {
         let replica = Arc::new(state.replicas.pick());
         let want = match model {
             None => Want::Frames,
-            Some(i) => Want::Embeddings(replica.models[i].1.clone()),
+            Some(i) => match replica.split.get(i) {
+                Some(models) => Want::SplitEmbeddings(models.clone()),
+                None => Want::Embeddings(replica.models[i].1.clone()),
+            },
         };
         let task_cancel = cancel.clone();
         let task_replica = replica.clone();

@@ -79,22 +79,24 @@ pub(super) struct FrameKernels<'a> {
     v_taps: DeviceTaps,
     vertical_resize: bool,
     tmp: CudaSlice<f32>,
-    /// Set when the output is on another GPU.
-    peer: Option<PeerOutput>,
+    /// One temporal slice, for frames whose slots are on another GPU: written here, then
+    /// copied over (made on the first such frame).
+    staging: Option<CudaSlice<u8>>,
+    slice_rows: usize,
 }
 
-/// Frames for another GPU's output: written into one slice here, then copied over.
-struct PeerOutput {
-    staging: CudaSlice<u8>,
-    copy: SliceCopy,
+/// Where one frame goes: slot `slot` of the pixel-values buffer at `ptr` on `gpu`.
+pub(super) struct Target<'g> {
+    pub gpu: &'g Gpu,
+    pub ptr: u64,
+    pub slot: usize,
 }
 
 impl<'a> FrameKernels<'a> {
     /// Kernels on `gpu` (bound to this thread, with a new stream) writing pixel values
-    /// of `dtype` for the output on `out_gpu`.
+    /// of `dtype`.
     pub(super) fn new(
         gpu: &'a Gpu,
-        out_gpu: &Gpu,
         info: &'a StreamInfo,
         plan: &SamplePlan,
         dtype: PixelDtype,
@@ -104,17 +106,6 @@ impl<'a> FrameKernels<'a> {
         let (dh, dw) = info.display_size();
         let (dh, dw) = (dh as usize, dw as usize);
         let (oh, ow) = (plan.resized_height as usize, plan.resized_width as usize);
-        let slice_rows = plan.grid_thw[1] * plan.grid_thw[2];
-        let peer = if std::ptr::eq(gpu, out_gpu) {
-            None
-        } else {
-            Some(PeerOutput {
-                staging: stream
-                    .alloc_zeros(slice_rows * PATCH_DIM * dtype.size())
-                    .map_err(driver)?,
-                copy: SliceCopy::new(&gpu.ctx, &out_gpu.ctx, slice_rows, dtype.size()),
-            })
-        };
         Ok(Self {
             gpu,
             info,
@@ -126,7 +117,8 @@ impl<'a> FrameKernels<'a> {
             v_taps: DeviceTaps::upload(&stream, &TapTable::new(dh, oh))?,
             vertical_resize: dh != oh,
             tmp: stream.alloc_zeros(3 * dh * ow).map_err(driver)?,
-            peer,
+            staging: None,
+            slice_rows: plan.grid_thw[1] * plan.grid_thw[2],
             stream,
         })
     }
@@ -136,25 +128,37 @@ impl<'a> FrameKernels<'a> {
         &self.stream
     }
 
-    /// Converts, resizes and patchifies one mapped picture into `slots` of the output
-    /// at `out`, then waits for the kernels (and copies) so the surface can be unmapped.
-    pub(super) fn write(&mut self, p: &Picture, slots: &[usize], out: u64) -> Result<()> {
+    /// Converts, resizes and patchifies one mapped picture into its `targets`, then waits
+    /// for the kernels (and copies) so the surface can be unmapped.
+    pub(super) fn write(&mut self, p: &Picture, targets: &[Target<'_>]) -> Result<()> {
         self.convert(p)?;
-        match &self.peer {
-            None => {
-                for &slot in slots {
-                    self.patchify(out, slot)?;
-                }
+        for target in targets {
+            if std::ptr::eq(target.gpu, self.gpu) {
+                self.patchify(target.ptr, target.slot)?;
+                continue;
             }
-            Some(peer) => {
-                let staging = peer.staging.device_ptr(&self.stream).0;
-                for &slot in slots {
-                    let (slice, half) = (slot / TEMPORAL_PATCH_SIZE, slot % TEMPORAL_PATCH_SIZE);
-                    self.patchify(staging, half)?;
-                    let _span = tracing::info_span!("peer_copy", slot).entered();
-                    peer.copy.frame(&self.stream, staging, out, slice, half)?;
-                }
-            }
+            let staging = match &self.staging {
+                Some(s) => s,
+                None => self.staging.insert(
+                    self.stream
+                        .alloc_zeros(self.slice_rows * PATCH_DIM * self.dtype.size())
+                        .map_err(driver)?,
+                ),
+            };
+            let staging = staging.device_ptr(&self.stream).0;
+            let (slice, half) = (
+                target.slot / TEMPORAL_PATCH_SIZE,
+                target.slot % TEMPORAL_PATCH_SIZE,
+            );
+            self.patchify(staging, half)?;
+            let _span = tracing::info_span!("peer_copy", slot = target.slot).entered();
+            SliceCopy::new(
+                &self.gpu.ctx,
+                &target.gpu.ctx,
+                self.slice_rows,
+                self.dtype.size(),
+            )
+            .frame(&self.stream, staging, target.ptr, slice, half)?;
         }
         self.stream.synchronize().map_err(driver)
     }

@@ -3,47 +3,123 @@
 
 use std::collections::HashMap;
 use std::ffi::c_void;
+use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use cudarc::driver::CudaSlice;
+use cudarc::driver::{CudaSlice, DevicePtr};
 
-use super::convert::FrameKernels;
-use super::{Gpu, PixelDtype, SliceReady};
+use super::convert::{FrameKernels, Target};
+use super::{driver, Gpu, PixelDtype, SliceDone, SliceReady};
 use crate::decode::nvdec::{Picture, Session};
 use crate::decode::{DecodeReport, Disposability, Segment, Wanted};
 use crate::fair::Permit;
 use crate::pipeline::slots_by_frame;
 use crate::plan::{DecodeRange, SamplePlan, TEMPORAL_PATCH_SIZE};
+use crate::preprocess::PATCH_DIM;
 use crate::{Cancel, Error, Result, Video};
 
 /// Gives out the ids that tell requests apart in the session shares.
 static REQUESTS: AtomicUsize = AtomicUsize::new(0);
 
-/// Where the workers write.
+/// Where the workers write: the output in parts, each a run of temporal slices in a
+/// buffer on one GPU.
 pub(super) struct Output<'a> {
-    pub gpu: &'a Gpu,
-    pub buffer: &'a Arc<CudaSlice<u8>>,
-    pub ptr: u64,
+    pub parts: Vec<Part<'a>>,
     pub dtype: PixelDtype,
     pub on_slice: Option<&'a SliceReady<'a>>,
 }
 
-/// Decodes `segments` on the sessions of `decoders` (the output's GPU among them or
+/// Slices `slices` of the output, in `buffer` (at `ptr`) on `gpu`.
+pub(super) struct Part<'a> {
+    pub gpu: &'a Gpu,
+    pub slices: Range<usize>,
+    pub buffer: Arc<CudaSlice<u8>>,
+    pub ptr: u64,
+}
+
+impl<'a> Part<'a> {
+    /// A zeroed buffer for `slices` of `plan`'s pixel values on `gpu`.
+    pub fn alloc(
+        gpu: &'a Gpu,
+        slices: Range<usize>,
+        plan: &SamplePlan,
+        dtype: PixelDtype,
+    ) -> Result<Self> {
+        gpu.ctx.bind_to_thread().map_err(driver)?;
+        let stream = gpu.ctx.default_stream();
+        let rows = slices.len() * plan.grid_thw[1] * plan.grid_thw[2];
+        let buffer = Arc::new(
+            stream
+                .alloc_zeros(rows * PATCH_DIM * dtype.size())
+                .map_err(driver)?,
+        );
+        let ptr = buffer.device_ptr(&stream).0;
+        stream.synchronize().map_err(driver)?;
+        Ok(Self {
+            gpu,
+            slices,
+            buffer,
+            ptr,
+        })
+    }
+}
+
+impl Output<'_> {
+    /// The part holding temporal slice `slice`.
+    fn part_of(&self, slice: usize) -> usize {
+        self.parts
+            .iter()
+            .position(|p| p.slices.contains(&slice))
+            .expect("the parts cover every slice")
+    }
+}
+
+/// Which segments each decoder's workers take.
+pub(super) enum Claims<'a> {
+    /// Any: the next one not taken yet, so segments go to whichever GPU has a session
+    /// free first.
+    Shared,
+    /// Decoder `g` only those of `blocks[g]`.
+    Blocks(&'a [Range<usize>]),
+}
+
+/// Decodes `segments` on the sessions of `decoders` (the output's GPUs among them or
 /// not) into `out`. Each GPU runs up to its session count of workers; a worker takes a
-/// permit of its GPU's share and then the next segment not taken yet, so segments go
-/// to whichever GPU has a session free first. Fails if any slot stays unwritten.
+/// permit of its GPU's share and then the next segment of its `claims` not taken yet.
+/// Fails if any slot stays unwritten.
 pub(super) fn decode(
     video: &Video,
     plan: &SamplePlan,
     segments: &[Segment],
     decoders: &[&Gpu],
+    claims: Claims<'_>,
     out: Output<'_>,
     cancel: &Cancel,
 ) -> Result<DecodeReport> {
     let wanted = Wanted::new(video, &plan.frames);
     let slots = slots_by_frame(plan);
     let slot_count = plan.frames.len().div_ceil(TEMPORAL_PATCH_SIZE) * TEMPORAL_PATCH_SIZE;
+    let sessions: Vec<usize> = decoders.iter().map(|g| g.sessions()).collect();
+    let (queues, queue_of, order) = match claims {
+        Claims::Shared => (
+            vec![Queue::new(0..segments.len())],
+            vec![0; decoders.len()],
+            worker_gpus(&sessions, segments.len()),
+        ),
+        Claims::Blocks(blocks) => {
+            let caps: Vec<usize> = sessions
+                .iter()
+                .zip(blocks)
+                .map(|(&s, b)| s.min(b.len()))
+                .collect();
+            (
+                blocks.iter().cloned().map(Queue::new).collect(),
+                (0..decoders.len()).collect(),
+                worker_gpus(&caps, segments.len()),
+            )
+        }
+    };
     let job = Job {
         request: REQUESTS.fetch_add(1, Ordering::Relaxed) as u64,
         video,
@@ -51,7 +127,8 @@ pub(super) fn decode(
         wanted: &wanted,
         slots: &slots,
         out,
-        next: AtomicUsize::new(0),
+        queues,
+        queue_of,
         segments,
         failed: AtomicBool::new(false),
         cancel,
@@ -61,13 +138,11 @@ pub(super) fn decode(
             .map(|_| AtomicUsize::new(0))
             .collect(),
     };
-    let sessions: Vec<usize> = decoders.iter().map(|g| g.sessions()).collect();
-    let order = worker_gpus(&sessions, segments.len());
     let results: Vec<Result<()>> = std::thread::scope(|scope| {
         let job = &job;
         let handles: Vec<_> = order
             .iter()
-            .map(|&g| scope.spawn(move || job.work(decoders[g])))
+            .map(|&g| scope.spawn(move || job.work(decoders[g], g)))
             .collect();
         handles
             .into_iter()
@@ -101,12 +176,13 @@ pub(super) fn decode(
 }
 
 /// The GPU of each decode worker to spawn, in spawn order: one worker per segment at most
-/// (more could not run at once), each GPU up to its session count, round-robin over the
-/// GPUs so that, when all are idle, the first segments are claimed evenly.
-fn worker_gpus(sessions: &[usize], segments: usize) -> Vec<usize> {
+/// (more could not run at once), GPU `g` up to `caps[g]` (its session count, or fewer
+/// when it has fewer segments of its own), round-robin over the GPUs so that, when all
+/// are idle, the first segments are claimed evenly.
+fn worker_gpus(caps: &[usize], segments: usize) -> Vec<usize> {
     let mut order = Vec::new();
-    for round in 0..sessions.iter().copied().max().unwrap_or(0).min(segments) {
-        order.extend((0..sessions.len()).filter(|&g| round < sessions[g]));
+    for round in 0..caps.iter().copied().max().unwrap_or(0).min(segments) {
+        order.extend((0..caps.len()).filter(|&g| round < caps[g]));
     }
     order.truncate(segments);
     order
@@ -122,7 +198,9 @@ struct Job<'a> {
     segments: &'a [Segment],
     /// This request's id in the GPUs' session shares.
     request: u64,
-    next: AtomicUsize,
+    /// Segments to claim, and the queue of each decoder.
+    queues: Vec<Queue>,
+    queue_of: Vec<usize>,
     failed: AtomicBool,
     cancel: &'a Cancel,
     report: Mutex<DecodeReport>,
@@ -132,36 +210,57 @@ struct Job<'a> {
     slice_frames: Vec<AtomicUsize>,
 }
 
+/// Segments `segments`, claimed in order.
+struct Queue {
+    segments: Range<usize>,
+    next: AtomicUsize,
+}
+
+impl Queue {
+    fn new(segments: Range<usize>) -> Self {
+        Self {
+            next: AtomicUsize::new(segments.start),
+            segments,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.next.load(Ordering::Relaxed) >= self.segments.end
+    }
+
+    fn claim(&self) -> Option<usize> {
+        let i = self.next.fetch_add(1, Ordering::Relaxed);
+        (i < self.segments.end).then_some(i)
+    }
+}
+
 impl Job<'_> {
-    /// A worker on `gpu`: takes a session permit, then the next segment, until none are
-    /// left; a parser per range on a pooled decoder.
-    fn work(&self, gpu: &Gpu) -> Result<()> {
-        let result = self.work_inner(gpu);
+    /// A worker on `gpu`, decoder `g`: takes a session permit, then the next segment of
+    /// its queue, until none are left; a parser per range on a pooled decoder.
+    fn work(&self, gpu: &Gpu, g: usize) -> Result<()> {
+        let result = self.work_inner(gpu, &self.queues[self.queue_of[g]]);
         if result.is_err() {
             self.failed.store(true, Ordering::Relaxed);
         }
         result
     }
 
-    fn work_inner(&self, gpu: &Gpu) -> Result<()> {
+    fn work_inner(&self, gpu: &Gpu, queue: &Queue) -> Result<()> {
         let disposability = Disposability::for_video(self.video);
         let mut kernels = None;
         let mut report = DecodeReport::default();
-        while !self.failed.load(Ordering::Relaxed)
-            && self.next.load(Ordering::Relaxed) < self.segments.len()
-        {
+        while !self.failed.load(Ordering::Relaxed) && !queue.is_empty() {
             let _permit = self.permit(gpu);
-            let i = self.next.fetch_add(1, Ordering::Relaxed);
-            let Some(segment) = self.segments.get(i) else {
+            let Some(i) = queue.claim() else {
                 break;
             };
+            let segment = &self.segments[i];
             // The stream and the conversion buffers are made once a permit is held, so
             // that workers waiting for a session hold no device memory.
             let kernels = match &mut kernels {
                 Some(k) => k,
                 None => kernels.insert(FrameKernels::new(
                     gpu,
-                    self.out.gpu,
                     self.video.info(),
                     self.plan,
                     self.out.dtype,
@@ -203,7 +302,18 @@ impl Job<'_> {
         let mut on_picture = |p: &Picture| -> Result<()> {
             let slots = &self.slots[&p.frame];
             let _span = tracing::info_span!("convert", frame = p.frame).entered();
-            kernels.write(p, slots, self.out.ptr)?;
+            let targets: Vec<Target<'_>> = slots
+                .iter()
+                .map(|&slot| {
+                    let part = &self.out.parts[self.out.part_of(slot / TEMPORAL_PATCH_SIZE)];
+                    Target {
+                        gpu: part.gpu,
+                        ptr: part.ptr,
+                        slot: slot - part.slices.start * TEMPORAL_PATCH_SIZE,
+                    }
+                })
+                .collect();
+            kernels.write(p, &targets)?;
             report.frames_delivered += 1;
             if p.corrupt {
                 report.corrupt_frames.push(p.frame);
@@ -246,7 +356,13 @@ impl Job<'_> {
         let frames = self.slice_frames[slice].fetch_add(1, Ordering::AcqRel) + 1;
         if frames == TEMPORAL_PATCH_SIZE {
             if let Some(on_slice) = self.out.on_slice {
-                on_slice(self.out.buffer, slice);
+                let p = self.out.part_of(slice);
+                let part = &self.out.parts[p];
+                on_slice(SliceDone {
+                    part: p,
+                    buffer: &part.buffer,
+                    slice: slice - part.slices.start,
+                });
             }
         }
     }

@@ -4,16 +4,16 @@
 //! copies from other GPUs).
 
 use std::ffi::c_void;
+use std::ops::Range;
 use std::sync::Arc;
 
-use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut};
+use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtrMut};
 
 use crate::decode::nvdec::{self, DecoderCaps, DecoderPool, Picture, Session};
-use crate::decode::{partition, split_at_gops, DecodeReport, Wanted};
+use crate::decode::{partition, split_at_gops, DecodeReport, Segment, Wanted};
 use crate::fair::FairShare;
 use crate::pipeline::{check_packets, check_readable};
-use crate::plan::SamplePlan;
-use crate::preprocess::PATCH_DIM;
+use crate::plan::{SamplePlan, TEMPORAL_PATCH_SIZE};
 use crate::stream::StreamInfo;
 use crate::{Cancel, Error, Result, Video};
 
@@ -164,11 +164,82 @@ impl Gpu {
         options: &PrepareOptions<'_>,
         cancel: &Cancel,
     ) -> Result<GpuPrepared> {
+        let work = self.work(video, plan, options.sessions, options.peers)?;
+        let slices = plan.grid_thw[0];
+        let part = job::Part::alloc(self, 0..slices, plan, options.dtype)?;
+        let buffer = part.buffer.clone();
+        let output = job::Output {
+            parts: vec![part],
+            dtype: options.dtype,
+            on_slice: options.on_slice,
+        };
+        let claims = job::Claims::Shared;
+        let report = work.decode(video, plan, claims, output, cancel)?;
+        Ok(GpuPrepared {
+            buffer,
+            dtype: options.dtype,
+            grid_thw: plan.grid_thw,
+            report,
+        })
+    }
+
+    /// Plans a video's decode for encoding on several GPUs: the GOP segments (at most
+    /// `sessions`) are divided into contiguous blocks, one per GPU (this one and `peers`)
+    /// in proportion to its sessions, and each GPU keeps the temporal slices it decodes
+    /// ([`Split::parts`]). Only a frame of a slice whose other frame another GPU decodes
+    /// is copied over.
+    pub fn split<'a>(
+        &'a self,
+        video: &Video,
+        plan: &SamplePlan,
+        sessions: usize,
+        peers: &'a [Arc<Gpu>],
+    ) -> Result<Split<'a>> {
+        let work = self.work(video, plan, sessions, peers)?;
+        let packets: Vec<usize> = work.segments.iter().map(|s| s.packets()).collect();
+        let shares: Vec<usize> = work.decoders.iter().map(|g| g.sessions()).collect();
+        let blocks = blocks(&packets, &shares);
+        let owner = |slice: usize| -> usize {
+            let f = plan.frames[(slice * TEMPORAL_PATCH_SIZE).min(plan.frames.len() - 1)];
+            let p = video.index().frame_packet(f);
+            let segment = work
+                .segments
+                .partition_point(|s| s.ranges[0].packets.start <= p)
+                .saturating_sub(1);
+            blocks
+                .iter()
+                .position(|b| b.contains(&segment))
+                .unwrap_or(0)
+        };
+        let mut parts: Vec<(usize, Range<usize>)> = Vec::new();
+        for slice in 0..plan.grid_thw[0] {
+            let g = owner(slice);
+            match parts.last_mut() {
+                Some((last, slices)) if *last == g => slices.end = slice + 1,
+                _ => parts.push((g, slice..slice + 1)),
+            }
+        }
+        Ok(Split {
+            work,
+            blocks,
+            parts,
+        })
+    }
+
+    /// The checks and the work common to every way of preparing a video: the GPUs that
+    /// decode it (this one first, then the peers that can) and its GOP segments.
+    fn work<'a>(
+        &'a self,
+        video: &Video,
+        plan: &SamplePlan,
+        sessions: usize,
+        peers: &'a [Arc<Gpu>],
+    ) -> Result<Work<'a>> {
         let info = video.info();
         check_readable(video, plan)?;
         self.check_stream(info)?;
         let mut decoders = vec![self];
-        for peer in options.peers {
+        for peer in peers {
             if std::ptr::eq(&**peer, self) {
                 continue;
             }
@@ -186,37 +257,146 @@ impl Gpu {
                 Err(e) => tracing::debug!("cuda:{} does not decode: {e}", peer.ctx.ordinal()),
             }
         }
-        self.ctx.bind_to_thread().map_err(driver)?;
-        let stream = self.ctx.default_stream();
-        let rows = plan.grid_thw.iter().product::<usize>();
-        let dtype = options.dtype;
-        let out: Arc<CudaSlice<u8>> = Arc::new(
-            stream
-                .alloc_zeros(rows * PATCH_DIM * dtype.size())
-                .map_err(driver)?,
-        );
-        let ptr = out.device_ptr(&stream).0;
-        stream.synchronize().map_err(driver)?;
         let segments = partition(
             video.index(),
             split_at_gops(video.index(), &plan.decode, &plan.frames),
-            options.sessions,
+            sessions,
         );
+        Ok(Work { decoders, segments })
+    }
+}
+
+/// The GPUs that decode a video and its GOP segments.
+struct Work<'a> {
+    decoders: Vec<&'a Gpu>,
+    segments: Vec<Segment>,
+}
+
+impl Work<'_> {
+    fn decode(
+        &self,
+        video: &Video,
+        plan: &SamplePlan,
+        claims: job::Claims<'_>,
+        output: job::Output<'_>,
+        cancel: &Cancel,
+    ) -> Result<DecodeReport> {
+        job::decode(
+            video,
+            plan,
+            &self.segments,
+            &self.decoders,
+            claims,
+            output,
+            cancel,
+        )
+    }
+}
+
+/// A video's decode planned over several GPUs by [`Gpu::split`], each keeping the
+/// temporal slices it decodes, so that each can encode its own.
+pub struct Split<'a> {
+    work: Work<'a>,
+    /// The segments each decoder takes.
+    blocks: Vec<Range<usize>>,
+    /// Runs of temporal slices and the decoder that holds each.
+    parts: Vec<(usize, Range<usize>)>,
+}
+
+impl Split<'_> {
+    /// The parts of the output, in order: the CUDA ordinal of the GPU holding each, and
+    /// its temporal slices. Together they cover the video's slices once.
+    pub fn parts(&self) -> Vec<(usize, Range<usize>)> {
+        self.parts
+            .iter()
+            .map(|(g, slices)| (self.work.decoders[*g].ctx.ordinal(), slices.clone()))
+            .collect()
+    }
+
+    /// Decodes and preprocesses the video into one buffer per part, on its GPU.
+    /// `options.on_slice` tells of each slice with its part and its index in the part.
+    pub fn prepare(
+        &self,
+        video: &Video,
+        plan: &SamplePlan,
+        dtype: PixelDtype,
+        on_slice: Option<&SliceReady<'_>>,
+        cancel: &Cancel,
+    ) -> Result<SplitPrepared> {
+        let parts = self
+            .parts
+            .iter()
+            .map(|(g, slices)| {
+                job::Part::alloc(self.work.decoders[*g], slices.clone(), plan, dtype)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let kept: Vec<GpuPart> = parts
+            .iter()
+            .map(|p| GpuPart {
+                ordinal: p.gpu.ctx.ordinal(),
+                slices: p.slices.clone(),
+                buffer: p.buffer.clone(),
+            })
+            .collect();
         let output = job::Output {
-            gpu: self,
-            buffer: &out,
-            ptr,
+            parts,
             dtype,
-            on_slice: options.on_slice,
+            on_slice,
         };
-        let report = job::decode(video, plan, &segments, &decoders, output, cancel)?;
-        Ok(GpuPrepared {
-            buffer: out,
+        let claims = job::Claims::Blocks(&self.blocks);
+        let report = self.work.decode(video, plan, claims, output, cancel)?;
+        Ok(SplitPrepared {
+            parts: kept,
             dtype,
             grid_thw: plan.grid_thw,
             report,
         })
     }
+}
+
+/// Pixel values made by [`Split::prepare`]: each part on the GPU that decoded it.
+pub struct SplitPrepared {
+    pub parts: Vec<GpuPart>,
+    pub dtype: PixelDtype,
+    /// The grid of the whole video.
+    pub grid_thw: [usize; 3],
+    pub report: DecodeReport,
+}
+
+/// Temporal slices `slices` of a video's pixel values, `[slices·h·w, 1176]`, on GPU
+/// `ordinal`.
+pub struct GpuPart {
+    pub ordinal: usize,
+    pub slices: Range<usize>,
+    pub buffer: Arc<CudaSlice<u8>>,
+}
+
+/// Divides items of sizes `sizes`, in order, into one contiguous block per GPU, GPU `g`
+/// getting about `shares[g] / Σ shares` of the total size (possibly none).
+fn blocks(sizes: &[usize], shares: &[usize]) -> Vec<Range<usize>> {
+    let total: usize = sizes.iter().sum();
+    let all_shares: usize = shares.iter().sum::<usize>().max(1);
+    let mut out = Vec::with_capacity(shares.len());
+    let (mut start, mut before, mut share) = (0, 0, 0);
+    for (g, &s) in shares.iter().enumerate() {
+        share += s;
+        let mut end = start;
+        if g + 1 == shares.len() {
+            end = sizes.len();
+        } else {
+            // Up to the item boundary nearest this GPU's cumulative share.
+            let goal = (total * share) as f64 / all_shares as f64;
+            while end < sizes.len()
+                && (before + sizes[end]) as f64 <= goal + sizes[end] as f64 / 2.0
+            {
+                before += sizes[end];
+                end += 1;
+            }
+        }
+        out.push(start..end);
+        start = end;
+    }
+    out
 }
 
 /// How [`Gpu::prepare_with`] decodes a video and tells of its progress.
@@ -246,8 +426,18 @@ impl PrepareOptions<'_> {
     }
 }
 
-/// Told that temporal slice `s` of the pixel buffer is complete: `(buffer, s)`.
-pub type SliceReady<'a> = dyn Fn(&Arc<CudaSlice<u8>>, usize) + Sync + 'a;
+/// Told that a temporal slice of the pixel values is complete.
+pub type SliceReady<'a> = dyn Fn(SliceDone<'_>) + Sync + 'a;
+
+/// A temporal slice whose values are final.
+pub struct SliceDone<'b> {
+    /// The output part holding it: 0, except for [`Split::prepare`].
+    pub part: usize,
+    /// The part's buffer.
+    pub buffer: &'b Arc<CudaSlice<u8>>,
+    /// Its index in the buffer (in the whole video for [`Gpu::prepare_with`]).
+    pub slice: usize,
+}
 
 impl Gpu {
     /// Decodes `frames` on one session and hands each to `f` as packed planar YUV
@@ -477,5 +667,22 @@ impl GpuPrepared {
     /// Waits until the values are complete on the device.
     pub fn synchronize(&self) -> Result<()> {
         self.buffer.stream().synchronize().map_err(driver)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::blocks;
+
+    #[test]
+    fn blocks_follow_the_session_shares() {
+        assert_eq!(blocks(&[10; 15], &[28]), vec![0..15usize]);
+        assert_eq!(blocks(&[10; 15], &[28, 28]), [0..8, 8..15]);
+        assert_eq!(blocks(&[10; 12], &[28, 14]), [0..8, 8..12]);
+        // Sizes count, not items: the big first segment is a GPU's share alone.
+        assert_eq!(blocks(&[30, 10, 10, 10], &[1, 1]), [0..1, 1..4]);
+        // Fewer items than GPUs: some get none, every item is in exactly one block.
+        assert_eq!(blocks(&[10; 2], &[1, 1, 1, 1]), [0..1, 1..1, 1..2, 2..2]);
+        assert_eq!(blocks(&[], &[1, 1]), [0..0, 0..0]);
     }
 }

@@ -16,7 +16,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use cudarc::driver::{
-    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg,
+    CudaContext, CudaFunction, CudaSlice, CudaStream, DevicePtr, DevicePtrMut, LaunchConfig,
+    PushKernelArg,
 };
 use half::bf16;
 
@@ -105,6 +106,60 @@ pub struct DeviceEmbeddings {
 }
 
 impl DeviceEmbeddings {
+    /// The embeddings of `parts` (same hidden size and dtype, on any GPUs) one after the
+    /// other, in a new buffer on `stream`'s GPU: peer copies (staged through the host by
+    /// the driver where the GPUs have no peer access). Returns once the copies are done.
+    pub fn concat(parts: &[DeviceEmbeddings], stream: &Arc<CudaStream>) -> Result<Self> {
+        let first = parts
+            .first()
+            .ok_or_else(|| Error::InvalidInput("no embeddings to join".into()))?;
+        let (hidden, dtype) = (first.hidden, first.dtype);
+        if let Some(p) = parts
+            .iter()
+            .find(|p| (p.hidden, p.dtype) != (hidden, dtype))
+        {
+            return Err(Error::InvalidInput(format!(
+                "cannot join {}-wide {} embeddings to {hidden}-wide {dtype} ones",
+                p.hidden, p.dtype
+            )));
+        }
+        let row_bytes = hidden * dtype.size_in_bytes();
+        let rows: usize = parts.iter().map(|p| p.rows).sum();
+        stream.context().bind_to_thread().map_err(cuda)?;
+        let mut buffer = stream
+            .alloc_zeros::<u8>(rows.max(1) * row_bytes)
+            .map_err(cuda)?;
+        let mut offset = 0;
+        for part in parts {
+            let bytes = part.rows * row_bytes;
+            let (src, _read) = part.buffer.device_ptr(stream);
+            let (dst, _write) = buffer.device_ptr_mut(stream);
+            // SAFETY: FFI boundary: copies `bytes` from the start of `part.buffer` (at least
+            // rows × hidden values) to `offset` in `buffer` (sized for every part's rows);
+            // both stay alive until the stream is synchronized below.
+            unsafe {
+                cudarc::driver::sys::cuMemcpyPeerAsync(
+                    dst + offset as u64,
+                    stream.context().cu_ctx(),
+                    src,
+                    part.buffer.context().cu_ctx(),
+                    bytes,
+                    stream.cu_stream(),
+                )
+            }
+            .result()
+            .map_err(cuda)?;
+            offset += bytes;
+        }
+        stream.synchronize().map_err(cuda)?;
+        Ok(Self {
+            buffer,
+            rows,
+            hidden,
+            dtype,
+        })
+    }
+
     /// Copies the embeddings to the host as f32.
     pub fn to_host_f32(&self) -> Result<Vec<f32>> {
         let stream = self.buffer.stream().clone();
