@@ -119,30 +119,48 @@ impl Replicas {
 /// For every GPU replica and model: the model on every GPU replica, that replica's first.
 /// Empty for all with fewer than two GPUs (nothing to split over).
 fn split_lists(replicas: &[Replica]) -> Vec<Vec<Arc<Vec<GpuModel>>>> {
-    let gpus: Vec<usize> = (0..replicas.len())
-        .filter(|&r| matches!(replicas[r].device, Device::Cuda(_)))
-        .collect();
-    let on = |r: usize, m: usize| -> Option<GpuModel> {
-        match &replicas[r].device {
-            Device::Cuda(gpu) => Some(GpuModel {
-                gpu: gpu.clone(),
-                model: replicas[r].models[m].1.clone(),
-            }),
+    let gpus: Vec<Option<&Arc<reel_codec::gpu::Gpu>>> = replicas
+        .iter()
+        .map(|r| match &r.device {
+            Device::Cuda(gpu) => Some(gpu),
             Device::Cpu => None,
-        }
-    };
+        })
+        .collect();
+    let is_gpu: Vec<bool> = gpus.iter().map(Option::is_some).collect();
     (0..replicas.len())
         .map(|r| {
-            if gpus.len() < 2 || !gpus.contains(&r) {
+            let order = split_order(&is_gpu, r);
+            if order.is_empty() {
                 return Vec::new();
             }
             (0..replicas[r].models.len())
                 .map(|m| {
-                    let order = std::iter::once(r).chain(gpus.iter().copied().filter(|&g| g != r));
-                    Arc::new(order.filter_map(|g| on(g, m)).collect())
+                    Arc::new(
+                        order
+                            .iter()
+                            .filter_map(|&g| {
+                                Some(GpuModel {
+                                    gpu: gpus[g]?.clone(),
+                                    model: replicas[g].models[m].1.clone(),
+                                })
+                            })
+                            .collect(),
+                    )
                 })
                 .collect()
         })
+        .collect()
+}
+
+/// The replicas a split request on replica `r` encodes on, `r` first: every GPU replica
+/// (`is_gpu`), or none when `r` is not a GPU or there are fewer than two.
+fn split_order(is_gpu: &[bool], r: usize) -> Vec<usize> {
+    let gpus: Vec<usize> = (0..is_gpu.len()).filter(|&g| is_gpu[g]).collect();
+    if gpus.len() < 2 || !is_gpu[r] {
+        return Vec::new();
+    }
+    std::iter::once(r)
+        .chain(gpus.into_iter().filter(|&g| g != r))
         .collect()
 }
 
@@ -194,6 +212,17 @@ mod tests {
             split: Vec::new(),
             busy: AtomicUsize::new(0),
         })
+    }
+
+    #[test]
+    fn split_requests_start_on_their_own_gpu() {
+        assert_eq!(split_order(&[true, true, true], 1), [1, 0, 2]);
+        assert_eq!(split_order(&[true, true, true], 0), [0, 1, 2]);
+        // One GPU, or a CPU replica: nothing to split over.
+        assert!(split_order(&[true], 0).is_empty());
+        assert!(split_order(&[true, false], 0).is_empty());
+        assert!(split_order(&[true, true, false], 2).is_empty());
+        assert_eq!(split_order(&[false, true, true], 2), [2, 1]);
     }
 
     #[test]
