@@ -74,7 +74,7 @@ impl Device {
         // The GPUs that open (one without NVDEC is left out with a warning); an error only
         // when none does.
         let every_gpu = || -> anyhow::Result<Vec<Device>> {
-            let count = reel_codec::gpu::device_count();
+            let count = gpu_count();
             if count == 0 {
                 return cuda(0).map(|d| vec![d]);
             }
@@ -107,7 +107,7 @@ impl Device {
     pub fn name(&self) -> String {
         match self {
             Device::Cpu => "cpu".into(),
-            Device::Cuda(gpu) => format!("cuda:{}", gpu.context().ordinal()),
+            Device::Cuda(gpu) => gpu_name(gpu),
         }
     }
 }
@@ -119,41 +119,71 @@ fn cuda(n: usize) -> anyhow::Result<Device> {
     Ok(Device::Cuda(gpu))
 }
 
+/// How many GPUs each CUDA device stands for: `REEL_GPUS_PER_DEVICE` (default 1). With
+/// more, every device is opened that many times — each with its own decoder pool, session
+/// share, models and result pool, as on a machine with that many times the GPUs — so the
+/// multi-GPU paths (decode peers, split encoding, a replica per GPU) run on a one-GPU
+/// machine. For testing those paths: it oversubscribes the device's decoders and memory.
+fn gpus_per_device() -> usize {
+    std::env::var("REEL_GPUS_PER_DEVICE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1usize)
+        .max(1)
+}
+
+/// The GPUs reel sees (CUDA devices × [`gpus_per_device`]).
+fn gpu_count() -> usize {
+    reel_codec::gpu::device_count() * gpus_per_device()
+}
+
 /// The other GPUs of this machine with NVDEC, which decode segments of `gpu`'s videos
 /// too (their frames are copied into `gpu`'s output). `CUDA_VISIBLE_DEVICES` limits them.
-fn decode_peers(gpu: &Gpu) -> Vec<Arc<Gpu>> {
+fn decode_peers(gpu: &Arc<Gpu>) -> Vec<Arc<Gpu>> {
     // Found once per GPU: a peer that does not open is not retried (and warned of) for
     // every video.
     static PEERS: Mutex<Vec<(usize, Vec<Arc<Gpu>>)>> = Mutex::new(Vec::new());
-    let own = gpu.context().ordinal();
+    let own = Arc::as_ptr(gpu) as usize;
     let mut known = PEERS.lock().expect("no panics while holding the lock");
-    if let Some((_, peers)) = known.iter().find(|(n, _)| *n == own) {
+    if let Some((_, peers)) = known.iter().find(|(g, _)| *g == own) {
         return peers.clone();
     }
-    let peers: Vec<Arc<Gpu>> = (0..reel_codec::gpu::device_count())
-        .filter(|&n| n != own)
+    let peers: Vec<Arc<Gpu>> = (0..gpu_count())
         .filter_map(|n| match open_gpu(n) {
             Ok(peer) => Some(peer),
             Err(e) => {
-                tracing::warn!("cuda:{n} does not decode for cuda:{own}: {e}");
+                tracing::warn!("cuda:{n} does not decode for {}: {e}", gpu_name(gpu));
                 None
             }
         })
+        .filter(|peer| !Arc::ptr_eq(peer, gpu))
         .collect();
     known.push((own, peers.clone()));
     peers
 }
 
-/// GPUs are opened once per process.
-fn open_gpu(ordinal: usize) -> reel_codec::Result<Arc<Gpu>> {
+/// GPUs are opened once per process; GPU `n` is CUDA device `n / gpus_per_device()`.
+fn open_gpu(n: usize) -> reel_codec::Result<Arc<Gpu>> {
     static OPEN: Mutex<Vec<(usize, Arc<Gpu>)>> = Mutex::new(Vec::new());
     let mut open = OPEN.lock().expect("no panics while holding the lock");
-    if let Some((_, gpu)) = open.iter().find(|(n, _)| *n == ordinal) {
+    if let Some((_, gpu)) = open.iter().find(|(m, _)| *m == n) {
         return Ok(gpu.clone());
     }
-    let gpu = Gpu::open(ordinal)?;
-    open.push((ordinal, gpu.clone()));
+    let per_device = gpus_per_device();
+    if per_device > 1 && n >= gpu_count() {
+        return Err(reel_codec::Error::DecoderUnavailable(format!(
+            "cuda:{n} does not exist ({} GPUs: REEL_GPUS_PER_DEVICE={per_device})",
+            gpu_count()
+        )));
+    }
+    let gpu = Gpu::open(n / per_device)?;
+    open.push((n, gpu.clone()));
     Ok(gpu)
+}
+
+/// "cuda:N" of a GPU's CUDA device.
+fn gpu_name(gpu: &Gpu) -> String {
+    format!("cuda:{}", gpu.context().ordinal())
 }
 
 /// Pixel values where they were made.
@@ -323,10 +353,10 @@ pub fn embed_split(
     let requests = split
         .parts()
         .into_iter()
-        .map(|(ordinal, slices)| {
+        .map(|(on, slices)| {
             let model = models
                 .iter()
-                .find(|m| m.gpu.context().ordinal() == ordinal)
+                .find(|m| std::ptr::eq(&*m.gpu, on))
                 .context("a part on a GPU without the model")?;
             let batcher = model
                 .model

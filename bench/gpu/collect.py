@@ -277,6 +277,52 @@ def main():
                "runs": split}
         json.dump(doc, open(f"bench/results/split_encode_{stamp}.json", "w"), indent=2)
 
+    one, many, ceiling = (load(folder, f"host-{n}.json") for n in ("frames", "frames-64", "decode"))
+    if one and many and ceiling:
+        best = max(ceiling[0]["results"], key=lambda x: x["aggregate_fps"])["aggregate_fps"]
+        m = many[0]
+        us = m["host_cpu"]["us_per_decoded_frame"]
+        machine_cores = {1: 16, 2: 32, 4: 64, 8: 128}
+        projection = [{"gpus": n, "decode_ceiling_fps": n * best, "host_cores_needed": n * best * us / 1e6,
+                       "machine_cores": machine_cores[n]} for n in (1, 2, 4, 8)]
+        doc = {"benchmark": "host_cpu", "commit": commit, "device": device,
+               "command": "ONLY=host bash bench/gpu/run.sh (reel bench decode --sessions 14; reel bench frames "
+                          "--device cuda [--concurrent 64]; host CPU from getrusage per run, median of 3)",
+               "workload": "30 s and 5 min 1080p30 H.264, 2 fps sampling, to preprocessed frames on the GPU",
+               "single_video": [{"file": os.path.basename(r["file"]), "latency_s": r["latency_s"]["median"],
+                                 "host_cpu": r["host_cpu"]} for r in one],
+               "concurrent_64": {"aggregate_decoded_fps": m["aggregate_decoded_fps"], "host_cpu": m["host_cpu"],
+                                 "decode_ceiling_fps": best},
+               "projection": projection,
+               "note": "host_cores_needed = GPUs x one GPU's decode ceiling x CPU time per decoded picture at "
+                       "64 videos at once; machine_cores = the cores the lent 1/2/4/8-GPU kinds come with"}
+        json.dump(doc, open(f"bench/results/host_cpu_{stamp}.json", "w"), indent=2)
+        print(f"host CPU: 64 videos at {m['aggregate_decoded_fps']:.0f} fps keep {m['host_cpu']['cores_busy']:.1f} "
+              f"cores busy, {us:.0f} us per decoded picture; " +
+              ", ".join(f"{p['gpus']} GPUs need {p['host_cores_needed']:.1f} of {p['machine_cores']} cores"
+                        for p in projection))
+
+    logical = {}
+    for clip in ("h264_30s", "h264_5min"):
+        plain, split = load(folder, f"logical-{clip}-plain.json"), load(folder, f"logical-{clip}-split.json")
+        if plain and split:
+            logical[clip] = {"plain_device": plain["device"], "split_device": split["device"],
+                             "tokens": split["tokens"], "compare": load(folder, f"logical-{clip}-compare.json")}
+    serve = load(folder, "logical-serve.json")
+    if logical or serve:
+        doc = {"benchmark": "logical_gpus", "commit": commit, "device": device,
+               "command": "ONLY=logical bash bench/gpu/run.sh (REEL_GPUS_PER_DEVICE=2: reel embed --split-encode "
+                          "vs reel embed --device cuda:0; bench_e2e.py --serve-arg=--split-encode --serve-arg=true)",
+               "what": "the multi-GPU code paths (decode peers, split encoding, a replica per GPU) run on one device "
+                       "opened as two GPUs; a correctness run, not a scaling measurement",
+               "embed": logical, "serve": serve}
+        json.dump(doc, open(f"bench/results/logical_gpus_{stamp}.json", "w"), indent=2)
+        for clip, row in logical.items():
+            print(f"logical {clip}: {row['split_device']} vs {row['plain_device']}: {row['compare']}")
+        if serve:
+            print(f"logical serve: {serve['reel']['throughput']['videos_per_s']:.2f} videos/s, "
+                  f"{serve['reel'].get('embedding_shapes')}")
+
 
 if __name__ == "__main__":
     main()

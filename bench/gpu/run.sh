@@ -26,7 +26,7 @@ h264=$clips/h264_30s.h264; hevc=$clips/hevc_30s.hevc
 
 step() { echo "== $1: rc=$2" | tee -a "$OUT/steps.txt"; }
 # Steps to run (comma-separated): tests, decode, frames, encoder, batching, client, e2e,
-# handoff, transcode, scaling, split.
+# handoff, transcode, scaling, split, host, logical.
 ONLY=${ONLY:-tests,decode,frames}
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
 # The random 7B tower (written once per machine) and the Python plugin, for the steps
@@ -206,6 +206,44 @@ for n in 1 2 4 8; do
     step "split-$n-$name-compare" $?
   done
 done
+fi
+
+# 13. Host CPU that GPU decoding takes (demux, bitstream parsing, launches): cores kept busy
+#     and CPU time per decoded picture, for one video and for 64 at once, beside the NVDEC
+#     ceiling; what several GPUs would need of the host's cores.
+if want host; then
+timeout 120 "$BIN/reel" bench decode "$h264" --sessions 14 --repeat 2 > "$OUT/host-decode.json" 2>> "$OUT/steps.txt"
+step host-decode $?
+timeout 120 "$BIN/reel" bench frames "$h264" "$clips/h264_5min.h264" --device cuda --iterations 3 > "$OUT/host-frames.json" 2>> "$OUT/steps.txt"
+step host-frames $?
+timeout 200 "$BIN/reel" bench frames "$h264" --device cuda --concurrent 64 --iterations 3 > "$OUT/host-frames-64.json" 2>> "$OUT/steps.txt"
+step host-frames-64 $?
+fi
+
+# 14. The multi-GPU code paths on one device: REEL_GPUS_PER_DEVICE=2 opens it as two GPUs,
+#     each with its own decoder pool, session share, models and result pool. Split encoding
+#     end to end against one GPU's plain embeddings, then `reel serve` with two replicas and
+#     split encoding under load, through the plugin's CUDA IPC. Correctness, not scaling.
+if want logical; then
+model_7b
+for clip in "$h264" "$clips/h264_5min.h264"; do
+  name=$(basename "$clip" .h264)
+  timeout 120 "$BIN/reel" embed "$clip" --model "$model" --device cuda:0 -o /tmp/reel-logical-plain.safetensors --json \
+    > "$OUT/logical-$name-plain.json" 2>> "$OUT/steps.txt"
+  step "logical-$name-plain" $?
+  REEL_GPUS_PER_DEVICE=2 timeout 120 "$BIN/reel" embed "$clip" --model "$model" --device cuda --split-encode \
+    -o /tmp/reel-logical-split.safetensors --json > "$OUT/logical-$name-split.json" 2>> "$OUT/steps.txt"
+  step "logical-$name-split" $?
+  python3 bench/gpu/compare_embeddings.py /tmp/reel-logical-plain.safetensors /tmp/reel-logical-split.safetensors \
+    > "$OUT/logical-$name-compare.json" 2>> "$OUT/steps.txt"
+  step "logical-$name-compare" $?
+done
+install_client
+REEL_GPUS_PER_DEVICE=2 timeout 300 python3 bench/serve/bench_e2e.py --reel-bin "$PWD/$BIN/reel" --model "$model" \
+  --clip "$h264" --skip-baseline --concurrency 16 --requests 32 --latency-runs 2 --workers 16 \
+  --workdir /tmp/reel-logical --serve-arg=--split-encode --serve-arg=true > "$OUT/logical-serve.json" 2>> "$OUT/steps.txt"
+step logical-serve $?
+grep -E "replica|model q7b|split|error|panic" /tmp/reel-logical/serve.log | head -20 >> "$OUT/steps.txt"
 fi
 
 grep -E "^test |test result|CUDA vs CPU|worst|max rel|bit-identical|max abs diff|sessions:|Unsupported|reported" "$log" | tail -60

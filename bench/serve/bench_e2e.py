@@ -70,7 +70,7 @@ def reel_side(args, videos, media):
          "--workers", str(args.workers), "--max-queue", str(max(256, args.concurrency)), "--ipc-pool-mib", "16384",
          # The files are copies of one clip: without this every request after the first
          # is an embedding-cache hit, not a run of the pipeline.
-         "--cache-mib", "0"],
+         "--cache-mib", "0", *args.serve_arg],
         stdout=log, stderr=subprocess.STDOUT)
     try:
         client = Client(f"127.0.0.1:{port}", timeout=600)
@@ -181,6 +181,8 @@ def main():
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/reel-e2e"))
     ap.add_argument("--skip-baseline", action="store_true")
+    ap.add_argument("--serve-arg", action="append", default=[],
+                    help="an extra argument for reel serve (repeat for several), e.g. --serve-arg=--split-encode")
     ap.add_argument("--handoff-only", action="store_true",
                     help="only the CUDA IPC vs INLINE handoff measurement (no baseline)")
     args = ap.parse_args()

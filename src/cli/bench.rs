@@ -155,6 +155,19 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
 }
 
+/// CPU time (user + system) this process has used so far; zero if it cannot be read.
+fn process_cpu() -> Duration {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: FFI boundary: getrusage writes one rusage through the pointer it is given.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) } != 0 {
+        return Duration::ZERO;
+    }
+    // SAFETY: the successful call above initialized it.
+    let usage = unsafe { usage.assume_init() };
+    let time = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    time(usage.ru_utime) + time(usage.ru_stime)
+}
+
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v[v.len() / 2]
@@ -191,8 +204,8 @@ fn frames(b: FramesBench) -> anyhow::Result<()> {
                 report.packets_decoded,
             ))
         };
-        let run_once = || -> anyhow::Result<(Duration, usize, usize, usize)> {
-            let t = Instant::now();
+        let run_once = || -> anyhow::Result<(Duration, Duration, usize, usize, usize)> {
+            let (t, cpu) = (Instant::now(), process_cpu());
             let runs: Vec<anyhow::Result<(usize, usize, usize)>> = std::thread::scope(|scope| {
                 let workers: Vec<_> = (0..b.concurrent.max(1))
                     .map(|_| scope.spawn(prepare_one))
@@ -207,13 +220,18 @@ fn frames(b: FramesBench) -> anyhow::Result<()> {
             });
             let runs = runs.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
             let (total, sampled, decoded) = runs[0];
-            Ok((t.elapsed(), total, sampled, decoded))
+            Ok((t.elapsed(), process_cpu() - cpu, total, sampled, decoded))
         };
-        let (_, total, sampled, decoded) = run_once()?;
-        let times = (0..b.iterations.max(1))
-            .map(|_| run_once().map(|r| r.0))
+        let (_, _, total, sampled, decoded) = run_once()?;
+        let runs = (0..b.iterations.max(1))
+            .map(|_| run_once().map(|r| (r.0, r.1)))
             .collect::<anyhow::Result<Vec<_>>>()?;
+        let times: Vec<Duration> = runs.iter().map(|r| r.0).collect();
         let med = median(times.clone()).as_secs_f64();
+        // Host CPU per run, for what bounds several GPUs: cores kept busy, and CPU time per
+        // decoded picture (demux, bitstream parsing, launches, waits that spin).
+        let cpu = median(runs.iter().map(|r| r.1).collect()).as_secs_f64();
+        let pictures = (b.concurrent.max(1) * decoded) as f64;
         eprintln!(
             "{}: median {:.3} s over {} runs",
             file.display(),
@@ -234,6 +252,7 @@ fn frames(b: FramesBench) -> anyhow::Result<()> {
             "concurrent": b.concurrent,
             "videos_per_s": b.concurrent as f64 / med,
             "aggregate_decoded_fps": (b.concurrent * decoded) as f64 / med,
+            "host_cpu": { "seconds": cpu, "cores_busy": cpu / med, "us_per_decoded_frame": 1e6 * cpu / pictures },
         }));
     }
     crate::output::print(serde_json::to_string_pretty(&results)?);

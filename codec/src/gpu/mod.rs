@@ -304,12 +304,12 @@ pub struct Split<'a> {
 }
 
 impl Split<'_> {
-    /// The parts of the output, in order: the CUDA ordinal of the GPU holding each, and
-    /// its temporal slices. Together they cover the video's slices once.
-    pub fn parts(&self) -> Vec<(usize, Range<usize>)> {
+    /// The parts of the output, in order: the GPU holding each (this one or one of the
+    /// peers), and its temporal slices. Together they cover the video's slices once.
+    pub fn parts(&self) -> Vec<(&Gpu, Range<usize>)> {
         self.parts
             .iter()
-            .map(|(g, slices)| (self.work.decoders[*g].ctx.ordinal(), slices.clone()))
+            .map(|(g, slices)| (self.work.decoders[*g], slices.clone()))
             .collect()
     }
 
