@@ -4,7 +4,7 @@
 
 use std::sync::{Arc, Mutex};
 
-use cudarc::driver::{result, sys, CudaContext};
+use cudarc::driver::{result, sys, CudaContext, CudaStream};
 
 /// Alignment of slots (a multiple of every dtype's size and of 256-byte transactions).
 const ALIGN: u64 = 512;
@@ -12,6 +12,10 @@ const ALIGN: u64 = 512;
 /// The exported pool of one GPU.
 pub struct DevicePool {
     ctx: Arc<CudaContext>,
+    /// Copies into slots run here and are waited for: a device-to-device `cuMemcpy` (and
+    /// one from pageable host memory) may return before the copy is done, and the source
+    /// could be freed, or the client read the slot, while it is still running.
+    stream: Arc<CudaStream>,
     base: sys::CUdeviceptr,
     size: u64,
     handle: [u8; 64],
@@ -43,6 +47,7 @@ impl DevicePool {
         Ok(Arc::new(Self {
             id: super::leases::new_id(),
             handle: raw.reserved.map(|c| c as u8),
+            stream: ctx.new_stream()?,
             ctx,
             base,
             size,
@@ -110,25 +115,34 @@ impl DevicePool {
         }
     }
 
-    /// Copies `len` bytes from device pointer `src` (same GPU) into the slot.
+    /// Copies `len` bytes from device pointer `src` (same GPU; its writes complete) into
+    /// the slot, and waits for the copy.
     pub fn fill(&self, slot: &Slot, src: sys::CUdeviceptr, len: usize) -> anyhow::Result<()> {
         anyhow::ensure!(len as u64 <= slot.len, "result larger than its slot");
         self.ctx.bind_to_thread()?;
         // SAFETY: FFI boundary: the slot lies inside the pool allocation and holds `len`
-        // bytes; `src` is a device allocation of at least `len` bytes on this GPU.
-        unsafe { result::memcpy_dtod_sync(self.base + slot.offset, src, len) }?;
+        // bytes; `src` is a device allocation of at least `len` bytes on this GPU, alive
+        // until the copy is waited for below.
+        unsafe {
+            result::memcpy_dtod_async(self.base + slot.offset, src, len, self.stream.cu_stream())
+        }?;
+        self.stream.synchronize()?;
         Ok(())
     }
 
-    /// Copies host bytes into the slot.
+    /// Copies host bytes into the slot, and waits for the copy.
     pub fn upload(&self, slot: &Slot, bytes: &[u8]) -> anyhow::Result<()> {
         anyhow::ensure!(
             bytes.len() as u64 <= slot.len,
             "result larger than its slot"
         );
         self.ctx.bind_to_thread()?;
-        // SAFETY: FFI boundary: the slot holds at least `bytes.len()` bytes.
-        unsafe { result::memcpy_htod_sync(self.base + slot.offset, bytes) }?;
+        // SAFETY: FFI boundary: the slot holds at least `bytes.len()` bytes; `bytes` stays
+        // borrowed until the copy is waited for below.
+        unsafe {
+            result::memcpy_htod_async(self.base + slot.offset, bytes, self.stream.cu_stream())
+        }?;
+        self.stream.synchronize()?;
         Ok(())
     }
 }
