@@ -273,6 +273,7 @@ struct Work<'a> {
 }
 
 impl Work<'_> {
+    /// Runs the decode workers on these GPUs and segments.
     fn decode(
         &self,
         video: &Video,
@@ -313,8 +314,9 @@ impl Split<'_> {
             .collect()
     }
 
-    /// Decodes and preprocesses the video into one buffer per part, on its GPU.
-    /// `options.on_slice` tells of each slice with its part and its index in the part.
+    /// Decodes and preprocesses the video (the one [`Gpu::split`] planned) into one
+    /// buffer per part, on its GPU. `on_slice` hears of each slice as it completes, with
+    /// its part and its index in the part.
     pub fn prepare(
         &self,
         video: &Video,
