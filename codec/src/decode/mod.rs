@@ -3,7 +3,7 @@
 //! A decoder is handed the packet ranges of a [`SamplePlan`](crate::SamplePlan) and
 //! the frames the plan samples; it decodes each range from its key frame, skips
 //! packets nothing needs (unsampled pictures no other picture references), and calls
-//! back with every sampled frame as a [`YuvImage`](crate::preprocess::YuvImage).
+//! back with every sampled frame as a [`YuvImage`].
 
 #[cfg(feature = "ffmpeg")]
 pub mod cpu;
