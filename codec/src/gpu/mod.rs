@@ -514,7 +514,7 @@ impl Gpu {
             pictures += 1;
             Ok(())
         };
-        let all_packets = [0..video.index().len()];
+        let all_packets = std::iter::once(0..video.index().len());
         self.decode_ranges(video, &stream, &wanted, all_packets, &mut on_picture)?;
         Ok(pictures)
     }
