@@ -349,8 +349,6 @@ impl Split<'_> {
         let report = self.work.decode(video, plan, claims, output, cancel)?;
         Ok(SplitPrepared {
             parts: kept,
-            dtype,
-            grid_thw: plan.grid_thw,
             report,
         })
     }
@@ -358,10 +356,8 @@ impl Split<'_> {
 
 /// Pixel values made by [`Split::prepare`]: each part on the GPU that decoded it.
 pub struct SplitPrepared {
+    /// In the order of [`Split::parts`], values of the `dtype` asked for.
     pub parts: Vec<GpuPart>,
-    pub dtype: PixelDtype,
-    /// The grid of the whole video.
-    pub grid_thw: [usize; 3],
     pub report: DecodeReport,
 }
 
