@@ -346,22 +346,6 @@ fn streamed_slices_are_complete_when_announced() {
     }
 }
 
-/// The fixtures the multi-GPU tests spread over two GPUs: long GOP, open GOP, B-frames,
-/// HEVC, VP9.
-const MULTI_GPU_FIXTURES: [&str; 5] = [
-    "h264_longgop.mp4",
-    "h264_high_opengop.mkv",
-    "h264_main_bframes.mp4",
-    "hevc_main.mp4",
-    "vp9.webm",
-];
-
-/// A second GPU: cuda:1 where there is one, else a second `Gpu` on cuda:0 (its own
-/// decoder pool and session share), so peer staging and copies run within one device.
-fn second_gpu() -> Arc<Gpu> {
-    Gpu::open(usize::from(reel_codec::gpu::device_count() > 1)).unwrap()
-}
-
 /// Segments decoded on another GPU reach the output through the peer path (a one-slice
 /// staging buffer there, 2-D copies of each frame's values into its slots here) and the
 /// result is bit-identical to one session on the output's GPU. With two GPUs the peer is
@@ -370,9 +354,15 @@ fn second_gpu() -> Arc<Gpu> {
 #[test]
 fn segments_decoded_on_a_peer_gpu_are_bit_identical() {
     let Some(gpu) = gpu() else { return };
-    let peer = second_gpu();
+    let peer = Gpu::open(usize::from(reel_codec::gpu::device_count() > 1)).unwrap();
     let peers = [peer.clone()];
-    for name in MULTI_GPU_FIXTURES {
+    for name in [
+        "h264_longgop.mp4",
+        "h264_high_opengop.mkv",
+        "h264_main_bframes.mp4",
+        "hevc_main.mp4",
+        "vp9.webm",
+    ] {
         let (video, plan) = open_at_6fps(name);
         for dtype in [PixelDtype::F32, PixelDtype::Bf16] {
             let single = gpu
@@ -410,10 +400,16 @@ fn segments_decoded_on_a_peer_gpu_are_bit_identical() {
 fn split_parts_equal_their_slices_of_one_session() {
     use std::sync::Mutex;
     let Some(gpu) = gpu() else { return };
-    let peer = second_gpu();
+    let peer = Gpu::open(usize::from(reel_codec::gpu::device_count() > 1)).unwrap();
     let peers = [peer.clone()];
     let mut several = 0;
-    for name in MULTI_GPU_FIXTURES {
+    for name in [
+        "h264_longgop.mp4",
+        "h264_high_opengop.mkv",
+        "h264_main_bframes.mp4",
+        "hevc_main.mp4",
+        "vp9.webm",
+    ] {
         let (video, plan) = open_at_6fps(name);
         let [t, h, w] = plan.grid_thw;
         for dtype in [PixelDtype::F32, PixelDtype::Bf16] {

@@ -231,9 +231,15 @@ impl<'a> FrameKernels<'a> {
         // SAFETY: kernel-launch boundary. Arguments match convert_resize_h's signature;
         // the surface stays mapped until `write` synchronizes the stream, and `tmp`
         // holds 3 × display_h × out_w floats.
-        unsafe { pass1.launch(config_for(ow, dh)) }
-            .map(drop)
-            .map_err(driver)
+        unsafe {
+            pass1.launch(LaunchConfig {
+                grid_dim: grid_for(ow, dh),
+                block_dim: BLOCK,
+                shared_mem_bytes: 0,
+            })
+        }
+        .map(drop)
+        .map_err(driver)
     }
 
     /// Pass 2: resizes `tmp` vertically, normalizes and patchifies it into `slot` of the
@@ -275,24 +281,26 @@ impl<'a> FrameKernels<'a> {
         // job's output buffer (alive until every worker has joined) or this worker's
         // one-slice staging buffer (slot 0 or 1), and each slot's elements are written
         // by exactly one launch.
-        unsafe { pass2.launch(config_for(ow, oh)) }
-            .map(drop)
-            .map_err(driver)
+        unsafe {
+            pass2.launch(LaunchConfig {
+                grid_dim: grid_for(ow, oh),
+                block_dim: BLOCK,
+                shared_mem_bytes: 0,
+            })
+        }
+        .map(drop)
+        .map_err(driver)
     }
 }
 
 /// Thread block of both kernels.
 const BLOCK: (u32, u32, u32) = (32, 8, 1);
 
-/// Both kernels' launch: one thread per pixel of a `w` × `h` image.
-fn config_for(w: usize, h: usize) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: (
-            (w as u32).div_ceil(BLOCK.0),
-            (h as u32).div_ceil(BLOCK.1),
-            1,
-        ),
-        block_dim: BLOCK,
-        shared_mem_bytes: 0,
-    }
+/// Blocks covering a `w` × `h` image.
+fn grid_for(w: usize, h: usize) -> (u32, u32, u32) {
+    (
+        (w as u32).div_ceil(BLOCK.0),
+        (h as u32).div_ceil(BLOCK.1),
+        1,
+    )
 }

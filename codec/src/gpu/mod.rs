@@ -349,6 +349,8 @@ impl Split<'_> {
         let report = self.work.decode(video, plan, claims, output, cancel)?;
         Ok(SplitPrepared {
             parts: kept,
+            dtype,
+            grid_thw: plan.grid_thw,
             report,
         })
     }
@@ -356,8 +358,10 @@ impl Split<'_> {
 
 /// Pixel values made by [`Split::prepare`]: each part on the GPU that decoded it.
 pub struct SplitPrepared {
-    /// In the order of [`Split::parts`], values of the `dtype` asked for.
     pub parts: Vec<GpuPart>,
+    pub dtype: PixelDtype,
+    /// The grid of the whole video.
+    pub grid_thw: [usize; 3],
     pub report: DecodeReport,
 }
 
@@ -463,8 +467,16 @@ impl Gpu {
             f(p.frame, packed, p.corrupt);
             Ok(())
         };
-        let ranges = ranges.into_iter().map(|r| r.packets);
-        self.decode_ranges(video, &stream, &wanted, ranges, &mut on_picture)?;
+        for range in &ranges {
+            let mut session = Session::new(
+                &self.pool,
+                video.info().codec,
+                stream.cu_stream() as *mut c_void,
+                &wanted,
+                &mut on_picture,
+            )?;
+            decode_packets(&mut session, video, range.packets.clone())?;
+        }
         Ok(report)
     }
 }
@@ -510,38 +522,31 @@ impl Gpu {
             pictures += 1;
             Ok(())
         };
-        let all_packets = std::iter::once(0..video.index().len());
-        self.decode_ranges(video, &stream, &wanted, all_packets, &mut on_picture)?;
+        let mut session = Session::new(
+            &self.pool,
+            video.info().codec,
+            stream.cu_stream() as *mut c_void,
+            &wanted,
+            &mut on_picture,
+        )?;
+        decode_packets(&mut session, video, 0..video.index().len())?;
+        drop(session);
         Ok(pictures)
     }
+}
 
-    /// Decodes each of `ranges` (of packets) on a fresh session on `stream`, every packet
-    /// of it, and flushes it: the wanted pictures go to `on_picture`.
-    fn decode_ranges(
-        &self,
-        video: &Video,
-        stream: &CudaStream,
-        wanted: &Wanted,
-        ranges: impl IntoIterator<Item = Range<usize>>,
-        on_picture: &mut dyn FnMut(&Picture) -> Result<()>,
-    ) -> Result<()> {
-        let (mut scratch, mut data) = (Vec::new(), Vec::new());
-        for range in ranges {
-            let mut session = Session::new(
-                &self.pool,
-                video.info().codec,
-                stream.cu_stream() as *mut c_void,
-                wanted,
-                on_picture,
-            )?;
-            for p in range {
-                video.decoder_packet(p, &mut scratch, &mut data)?;
-                session.decode(&data, video.index().packets()[p].pts)?;
-            }
-            session.finish()?;
-        }
-        Ok(())
+/// Sends `packets` to `session` in order, every one of them, and flushes it.
+fn decode_packets(
+    session: &mut Session<'_>,
+    video: &Video,
+    packets: std::ops::Range<usize>,
+) -> Result<()> {
+    let (mut scratch, mut data) = (Vec::new(), Vec::new());
+    for p in packets {
+        video.decoder_packet(p, &mut scratch, &mut data)?;
+        session.decode(&data, video.index().packets()[p].pts)?;
     }
+    session.finish()
 }
 
 fn frame_len(w: usize, h: usize, bytes_per_sample: usize) -> u64 {
