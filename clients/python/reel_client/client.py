@@ -7,7 +7,7 @@ import os
 import re
 import socket
 import threading
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import Any, Iterable, NamedTuple, Optional, Sequence, Union
 
 import grpc
 
@@ -18,6 +18,19 @@ from ._proto import reel_pb2_grpc as pb_grpc
 from .result import DTYPE_SIZES, Result, from_inline, map_shm
 
 _UNSET: Any = object()
+
+
+class _TensorRpc(NamedTuple):
+    """A streaming RPC that answers with a tensor: its method name on the stub, the
+    request message it takes, and the :attr:`Result.kind` of its results."""
+
+    method: str
+    request: type
+    kind: str
+
+
+_EMBED = _TensorRpc("Embed", pb.EmbedRequest, "embed")
+_FRAMES = _TensorRpc("Frames", pb.FramesRequest, "frames")
 
 _OUTPUTS = {
     "auto": None,  # decided by the client, see Client._output_mode
@@ -214,7 +227,7 @@ class Client:
 
         Returns a :class:`Result` with ``tensor`` ``[t*h*w/4, out_hidden]``.
         """
-        return self._run("Embed", locals())
+        return self._run(_EMBED, locals())
 
     def frames(
         self,
@@ -243,11 +256,13 @@ class Client:
         """Samples and preprocesses a video: ``tensor`` is the pixel values
         ``[t*h*w, 1176]`` a Qwen2.5-VL vision tower takes (HF's ``pixel_values_videos``).
         Arguments as :meth:`embed`."""
-        return self._run("Frames", locals())
+        return self._run(_FRAMES, locals())
 
     # ---------------------------------------------------------------- internals
 
-    def _request(self, a: dict) -> pb.EmbedRequest:
+    def _request(self, message: type, a: dict) -> Union[pb.EmbedRequest, pb.FramesRequest]:
+        """The ``message`` (EmbedRequest or FramesRequest: same fields) for the arguments
+        ``a`` of :meth:`embed` / :meth:`frames`."""
         path, data, filename = a["path"], a["data"], a["filename"]
         if (path is None) == (data is None):
             raise ValueError("give exactly one of path= (on the server) or data= (bytes)")
@@ -286,7 +301,7 @@ class Client:
             raise ValueError("give both resized_height and resized_width, or neither")
         if rh is not None:
             s.resized_height, s.resized_width = int(rh), int(rw)
-        return pb.EmbedRequest(
+        return message(
             source=source,
             sampling=s,
             model=a["model"] or "",
@@ -305,9 +320,13 @@ class Client:
             return pb.OUTPUT_MODE_CUDA_IPC
         return pb.OUTPUT_MODE_SHM
 
-    def _run(self, method: str, args: dict) -> Result:
+    def _run(self, rpc: _TensorRpc, args: dict) -> Result:
+        """Calls ``rpc`` with the arguments ``args`` of :meth:`embed` / :meth:`frames`,
+        gathers its response stream and returns the Result (its lease released again if
+        the result cannot be made)."""
         self._check_open()
-        req = self._request(args)
+        req = self._request(rpc.request, args)
+        method = rpc.method
         first = None
         chunks: list = []
         last = False
@@ -325,10 +344,9 @@ class Client:
             raise ReelError.from_rpc(e, method, deadline is not None) from None
         if first is None or not first.HasField("tensor"):
             raise ReelError(grpc.StatusCode.INTERNAL, "the server sent no result", method)
-        d = first.tensor
-        lease = d.lease_id
+        lease = first.tensor.lease_id
         try:
-            return self._result(method, first, d, chunks, last)
+            return self._result(rpc, first, chunks, last)
         except BaseException:
             if lease:
                 try:
@@ -337,7 +355,12 @@ class Client:
                     pass
             raise
 
-    def _result(self, method: str, first: Any, d: Any, chunks: list, last: bool) -> Result:
+    def _result(self, rpc: _TensorRpc, first: Any, chunks: list, last: bool) -> Result:
+        """The Result of ``rpc``'s response stream: ``first`` is its first response (the
+        descriptor and metadata), ``chunks`` the INLINE payload parts in order, ``last``
+        whether the final part arrived."""
+        method = rpc.method
+        d = first.tensor
         mode = _MODE_NAMES.get(d.mode)
         if mode is None:
             raise ReelError(grpc.StatusCode.INTERNAL, f"unknown output mode {d.mode}", method)
@@ -386,8 +409,8 @@ class Client:
             "total_s": t.total_s,
         }
         return Result(
-            client=self,
-            kind="embed" if method == "Embed" else "frames",
+            release_lease=self.release,
+            kind=rpc.kind,
             mode=mode,
             dtype=dtype,
             shape=shape,

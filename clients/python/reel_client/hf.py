@@ -20,7 +20,7 @@ Needs torch and transformers (tested with transformers 5.17).
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Sequence, Union
 
 import torch
 

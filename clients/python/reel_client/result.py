@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .client import Client
+#: What a result calls to free its lease on the server: takes the lease id, returns True
+#: if the server released it now (the Client's ``release``).
+ReleaseLease = Callable[[str], bool]
 
 #: Wire dtype names (reel.v1.Dtype) and their element sizes.
 DTYPE_SIZES = {"f32": 4, "f16": 2, "bf16": 2}
@@ -38,13 +39,14 @@ class Result:
     - ``"inline"``: bytes received in the response, owned by this process.
 
     Call :meth:`release` (or use ``with``) when done. Do not use the tensor after
-    releasing an IPC or SHM result.
+    releasing an IPC or SHM result. ``release_lease`` is what frees the lease on the
+    server (None: nothing to free there).
     """
 
     def __init__(
         self,
         *,
-        client: Optional["Client"],
+        release_lease: Optional[ReleaseLease],
         kind: str,
         mode: str,
         dtype: str,
@@ -63,7 +65,7 @@ class Result:
         pool_id: str = "",
         device: Optional[int] = None,
     ):
-        self._client = client
+        self._release_lease = release_lease
         self.kind = kind  # "embed" | "frames"
         self.mode = mode  # "shm" | "inline" | "cuda_ipc"
         self.dtype = dtype  # "f32" | "bf16" | "f16"
@@ -199,9 +201,9 @@ class Result:
             # Drop our views first: the memory is the server's again.
             self._tensor = None
             self._cuda = None
-        if not self.lease_id or self._client is None:
+        if not self.lease_id or self._release_lease is None:
             return False
-        return self._client.release(self.lease_id)
+        return self._release_lease(self.lease_id)
 
     def __enter__(self) -> "Result":
         return self

@@ -8,6 +8,7 @@ cleanly (status 0 within 20 s) fails the test that owns it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -15,7 +16,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import pytest
 
@@ -24,6 +25,8 @@ PACKAGE = HERE.parent
 REPO = PACKAGE.parent.parent
 VIDEO_DIR = REPO / "tests" / "data" / "video"
 TINY_MODEL = REPO / "tests" / "data" / "tiny-qwen2.5-vl"
+# The video most tests use: 320x240, 90 frames at 30 fps -> 6 frames at 2 fps.
+VIDEO = "h264_main_bframes.mp4"
 
 sys.path.insert(0, str(PACKAGE))  # run from a checkout without installing, too
 
@@ -150,27 +153,33 @@ def _stop_and_check(server: ReelServer) -> None:
     assert code == 0, f"reel serve exited with {code} after SIGTERM:\n{server.log()}"
 
 
+@contextlib.contextmanager
+def reel_server(tmp_path_factory, *extra, device="cpu", env=None) -> Iterator[ReelServer]:
+    """A ``reel serve`` with the flags ``extra`` in a fresh folder for the ``with`` block;
+    stopped at its end, which fails unless the server exits cleanly."""
+    s = ReelServer(tmp_path_factory.mktemp("reel-server"), device=device, extra=list(extra), env=env)
+    try:
+        yield s
+    finally:
+        _stop_and_check(s)
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
     """The shared server: CPU, defaults, the tiny model, the fixture videos."""
-    s = ReelServer(tmp_path_factory.mktemp("reel-server"))
-    yield s
-    _stop_and_check(s)
+    with reel_server(tmp_path_factory) as s:
+        yield s
 
 
 @pytest.fixture
 def make_server(tmp_path_factory):
-    """Starts extra servers with more flags: make_server("--token", "x")."""
-    started = []
+    """Starts extra servers with more flags for one test: make_server("--token", "x")."""
+    with contextlib.ExitStack() as started:
 
-    def make(*extra, device="cpu", env=None):
-        s = ReelServer(tmp_path_factory.mktemp("reel-server"), device=device, extra=list(extra), env=env)
-        started.append(s)
-        return s
+        def make(*extra, device="cpu", env=None):
+            return started.enter_context(reel_server(tmp_path_factory, *extra, device=device, env=env))
 
-    yield make
-    for s in started:
-        _stop_and_check(s)
+        yield make
 
 
 @pytest.fixture

@@ -15,12 +15,12 @@ import os
 import numpy as np
 import pytest
 
+from conftest import VIDEO, reel_bin, reel_server, wait_until
+
 pytestmark = [
     pytest.mark.cuda,
     pytest.mark.skipif(os.environ.get("REEL_TEST_CUDA") != "1", reason="set REEL_TEST_CUDA=1 (needs a GPU)"),
 ]
-
-VIDEO = "h264_main_bframes.mp4"
 
 
 @pytest.fixture(scope="module")
@@ -33,37 +33,21 @@ def torch():
 
 @pytest.fixture(scope="module")
 def gpu_server(tmp_path_factory, torch):
-    from conftest import ReelServer, _stop_and_check
-
     # An f32 tower: results are compared exactly with the same server's INLINE output.
-    s = ReelServer(
-        tmp_path_factory.mktemp("reel-gpu"),
-        device="cuda",
-        extra=["--ipc-pool-mib", "256", "--model-dtype", "f32"],
-    )
-    yield s
-    _stop_and_check(s)
+    with reel_server(tmp_path_factory, "--ipc-pool-mib", "256", "--model-dtype", "f32", device="cuda") as s:
+        yield s
 
 
-def test_bf16_model_publishes_native_bf16(tmp_path_factory, torch):
+def test_bf16_model_publishes_native_bf16(make_server, torch):
     """A bf16 tower's embeddings leave the GPU as bf16 by default, zero-copy, and equal
     the INLINE result of the same server."""
-    from conftest import ReelServer, _stop_and_check
-
-    s = ReelServer(
-        tmp_path_factory.mktemp("reel-gpu-bf16"),
-        device="cuda",
-        extra=["--ipc-pool-mib", "64", "--model-dtype", "bf16"],
-    )
-    try:
-        with s.client() as c:
-            with c.embed(VIDEO, output="inline", dtype="bf16") as ref:
-                expected = torch.from_numpy(ref.raw.copy()).view(torch.bfloat16)
-            with c.embed(VIDEO, output="cuda_ipc") as r:
-                assert r.tensor.dtype == torch.bfloat16 and r.tensor.is_cuda
-                assert torch.equal(r.tensor.cpu().reshape(expected.shape), expected)
-    finally:
-        _stop_and_check(s)
+    s = make_server("--ipc-pool-mib", "64", "--model-dtype", "bf16", device="cuda")
+    with s.client() as c:
+        with c.embed(VIDEO, output="inline", dtype="bf16") as ref:
+            expected = torch.from_numpy(ref.raw.copy()).view(torch.bfloat16)
+        with c.embed(VIDEO, output="cuda_ipc") as r:
+            assert r.tensor.dtype == torch.bfloat16 and r.tensor.is_cuda
+            assert torch.equal(r.tensor.cpu().reshape(expected.shape), expected)
 
 
 def test_info_has_gpu(gpu_server):
@@ -134,8 +118,6 @@ def test_dtypes_and_frames(gpu_server, torch):
 
 
 def test_close_frees_ipc_leases(gpu_server, torch):
-    from conftest import wait_until
-
     c = gpu_server.client()
     held = [c.embed(VIDEO, output="cuda_ipc") for _ in range(2)]
     for r in held:
@@ -151,24 +133,16 @@ def test_close_frees_ipc_leases(gpu_server, torch):
     torch.cuda.synchronize()
 
 
-def test_hf_e2e_on_gpu(tmp_path_factory, torch):
+def test_hf_e2e_on_gpu(make_server, torch):
     """The HF proof with the model on the GPU and reel's results through CUDA IPC."""
     pytest.importorskip("transformers")
     import e2e_hf
-    from conftest import ReelServer, _stop_and_check, reel_bin
 
-    server = ReelServer(
-        tmp_path_factory.mktemp("reel-gpu-f32"),
-        device="cuda",
-        extra=["--ipc-pool-mib", "256", *e2e_hf.exact_server_flags(reel_bin())],
-    )
-    try:
-        model = e2e_hf.build_model(device="cuda")
-        with server.client() as c:
-            report = e2e_hf.run(c, model, output="cuda_ipc")
-            report["pool_opens"] = c.ipc_pools.opened
-    finally:
-        _stop_and_check(server)
+    server = make_server("--ipc-pool-mib", "256", *e2e_hf.exact_server_flags(reel_bin()), device="cuda")
+    model = e2e_hf.build_model(device="cuda")
+    with server.client() as c:
+        report = e2e_hf.run(c, model, output="cuda_ipc")
+        report["pool_opens"] = c.ipc_pools.opened
     print("HF e2e (CUDA IPC):", report)
     assert report["embeds_on"].startswith("cuda") and report["pixels_on"].startswith("cuda")
     assert report["control_differs"]

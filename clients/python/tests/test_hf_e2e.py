@@ -12,6 +12,7 @@ transformers = pytest.importorskip("transformers")
 pytest.importorskip("safetensors")
 
 import e2e_hf  # noqa: E402
+from conftest import VIDEO  # noqa: E402
 from reel_client import hf  # noqa: E402
 
 
@@ -56,7 +57,7 @@ def test_other_videos(request, server, model, video, fps):
 def test_helper_matches_own_forward(server, model):
     """With the model's own vision output as the "embeddings", the helper's inputs give
     exactly the logits of the normal pixel path (positions included)."""
-    with server.client() as client, client.frames("h264_main_bframes.mp4", output="inline") as fr:
+    with server.client() as client, client.frames(VIDEO, output="inline") as fr:
         grid = fr.video_grid_thw
         with torch.no_grad():
             own_embeds = model.model.visual(fr.tensor, grid_thw=grid).pooler_output

@@ -7,13 +7,12 @@ import os
 import random
 import subprocess
 import threading
-import time
 
 import grpc
 import numpy as np
 import pytest
 
-from conftest import REPO, VIDEO_DIR, reel_bin, wait_until
+from conftest import REPO, VIDEO, VIDEO_DIR, reel_bin, wait_until
 from reel_client import Client, ReelError
 from reel_client._proto import reel_pb2 as pb
 from reel_client._proto import reel_pb2_grpc as pb_grpc
@@ -25,7 +24,6 @@ except ImportError:  # the plugin core works without torch
 
 needs_torch = pytest.mark.skipif(torch is None, reason="torch not installed")
 
-VIDEO = "h264_main_bframes.mp4"  # 320x240, 90 frames at 30 fps -> 6 frames at 2 fps
 GRID = (3, 20, 28)
 TOKENS = 3 * 20 * 28 // 4
 HIDDEN = 96  # the tiny model's out_hidden_size
@@ -332,7 +330,7 @@ def test_connection_close_frees_leases(make_server):
 def test_bearer_token(make_server):
     server = make_server("--token", "s3cret-token")
     for token in (None, "wrong", "s3cret-token-and-more"):
-        with Client(server.target, token=token, shm_dir=str(server.shm_dir)) as c:
+        with server.client(token=token) as c:
             with pytest.raises(ReelError) as e:
                 c.embed(VIDEO, output="inline")
             assert e.value.code() == grpc.StatusCode.UNAUTHENTICATED, token

@@ -4,9 +4,9 @@ assembly, shared-memory mapping, and the CUDA IPC path with a fake CUDA runtime.
 from __future__ import annotations
 
 import ctypes
-import os
 import shutil
 import subprocess
+import types
 from pathlib import Path
 
 import grpc
@@ -15,7 +15,7 @@ import pytest
 
 from reel_client import Client, ReelError, _cuda_ipc
 from reel_client._proto import reel_pb2 as pb
-from reel_client.client import _enum, _DTYPES, _is_local_target
+from reel_client.client import _DTYPES, _EMBED, _enum, _is_local_target
 from reel_client.result import Result, bf16_bits_to_f32, from_inline, map_shm
 
 HERE = Path(__file__).resolve().parent
@@ -131,6 +131,11 @@ def _response(mode, shape=(6, 4), dtype=pb.DTYPE_F32, **descriptor):
     )
 
 
+def _embed_result(client, first, chunks=(), last=True):
+    """What ``client`` makes of an Embed response stream: ``first``, then ``chunks``."""
+    return client._result(_EMBED, first, list(chunks), last)
+
+
 def test_refuses_odd_shm_names(tmp_path):
     victim = tmp_path / "victim"
     victim.write_bytes(b"x" * 96)
@@ -138,7 +143,7 @@ def test_refuses_odd_shm_names(tmp_path):
     for name in ("../victim", "/etc/passwd", "..", "a/b"):
         first = _response(pb.OUTPUT_MODE_SHM, shm_name=name)
         with pytest.raises(ReelError, match="refusing"):
-            c._result("Embed", first, first.tensor, [], True)
+            _embed_result(c, first)
     assert victim.exists()
 
 
@@ -146,10 +151,44 @@ def test_descriptor_size_checked():
     first = _response(pb.OUTPUT_MODE_INLINE)
     first.tensor.nbytes = 5
     with pytest.raises(ReelError, match="nbytes"):
-        Client("127.0.0.1:1")._result("Embed", first, first.tensor, [b"\0" * 5], True)
+        _embed_result(Client("127.0.0.1:1"), first, [b"\0" * 5])
     first = _response(pb.OUTPUT_MODE_INLINE)
     with pytest.raises(ReelError, match="last part"):
-        Client("127.0.0.1:1")._result("Embed", first, first.tensor, [b"\0" * 96], False)
+        _embed_result(Client("127.0.0.1:1"), first, [b"\0" * 96], last=False)
+
+
+def test_embed_and_frames_requests():
+    """embed() sends an EmbedRequest, frames() a FramesRequest with the same fields (and
+    numbers); both assemble a chunked INLINE stream into a result of their kind."""
+    values = np.arange(24, dtype=np.float32).reshape(6, 4)
+    raw = values.tobytes()
+    sent = []
+
+    def rpc(method):
+        def call(request, timeout=None, metadata=None):
+            sent.append((method, request))
+            first = _response(pb.OUTPUT_MODE_INLINE)
+            first.inline_chunk, first.last = raw[:40], False
+            return iter([first, pb.EmbedResponse(inline_chunk=raw[40:], last=True)])
+
+        return call
+
+    c = Client("127.0.0.1:1")
+    c._stub = types.SimpleNamespace(Embed=rpc("Embed"), Frames=rpc("Frames"))
+    args = dict(nframes=4, resized_height=56, resized_width=84, model="m", output="inline", dtype="f32")
+    e = c.embed("clip.mp4", **args)
+    f = c.frames("clip.mp4", **args)
+    (em, ereq), (fm, freq) = sent
+    assert em == "Embed" and type(ereq) is pb.EmbedRequest
+    assert fm == "Frames" and type(freq) is pb.FramesRequest
+    assert freq.source.path == "clip.mp4" and freq.sampling.nframes == 4 and freq.model == "m"
+    assert freq.output == pb.OUTPUT_MODE_INLINE and freq.dtype == pb.DTYPE_F32
+    assert ereq.SerializeToString() == freq.SerializeToString()
+    assert (e.kind, f.kind) == ("embed", "frames")
+    for r in (e, f):
+        assert r.mode == "inline" and r.grid_thw == (1, 4, 6)
+        np.testing.assert_array_equal(r.numpy(), values)
+    c.close()
 
 
 # --------------------------------------------------------------- CUDA IPC (mocked)
@@ -197,7 +236,7 @@ def test_ipc_pool_opened_once_per_pool(fake_backend):
             pool_id=pool_id,
             lease_id=f"lease-{i}",
         )
-        results.append(c._result("Embed", first, first.tensor, [], True))
+        results.append(_embed_result(c, first))
     assert [h for h, _ in fake_backend.opened] == [handle_a, handle_b]
     assert all(dev == 1 for _, dev in fake_backend.opened)
     assert c.ipc_pools.opened == 2 and len(c.ipc_pools) == 2
@@ -210,7 +249,7 @@ def test_ipc_pool_opened_once_per_pool(fake_backend):
     # A second client in the same process reuses the open mapping.
     c2 = Client("127.0.0.1:1")
     first = _response(pb.OUTPUT_MODE_CUDA_IPC, cuda_ipc_handle=handle_a, device=1, pool_id="pool-a")
-    r2 = c2._result("Embed", first, first.tensor, [], True)
+    r2 = _embed_result(c2, first)
     assert c2.ipc_pools.opened == 0 and r2._cuda.pool is results[0]._cuda.pool
     # Release: the lease goes back, the result refuses to hand out the memory again.
     assert results[0].release() is True and results[0].release() is False
@@ -229,11 +268,9 @@ def test_ipc_pool_opened_once_per_pool(fake_backend):
 
 
 def test_ipc_bad_handle(fake_backend):
-    c = Client("127.0.0.1:1")
-    c.release = lambda lease_id, **kw: True
     first = _response(pb.OUTPUT_MODE_CUDA_IPC, cuda_ipc_handle=b"short", pool_id="p")
     with pytest.raises(ReelError, match="64"):
-        c._result("Embed", first, first.tensor, [], True)
+        _embed_result(Client("127.0.0.1:1"), first)
 
 
 def test_cudart_candidates(tmp_path):
@@ -311,7 +348,7 @@ def test_ctypes_backend_abi(fake_cudart, monkeypatch):
 
 def test_result_without_torch_numpy(monkeypatch):
     r = Result(
-        client=None,
+        release_lease=None,
         kind="embed",
         mode="inline",
         dtype="bf16",

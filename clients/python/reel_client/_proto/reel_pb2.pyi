@@ -82,6 +82,20 @@ class EmbedRequest(_message.Message):
     dtype: Dtype
     def __init__(self, source: _Optional[_Union[Source, _Mapping]] = ..., sampling: _Optional[_Union[Sampling, _Mapping]] = ..., model: _Optional[str] = ..., output: _Optional[_Union[OutputMode, str]] = ..., dtype: _Optional[_Union[Dtype, str]] = ...) -> None: ...
 
+class FramesRequest(_message.Message):
+    __slots__ = ("source", "sampling", "model", "output", "dtype")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    SAMPLING_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    source: Source
+    sampling: Sampling
+    model: str
+    output: OutputMode
+    dtype: Dtype
+    def __init__(self, source: _Optional[_Union[Source, _Mapping]] = ..., sampling: _Optional[_Union[Sampling, _Mapping]] = ..., model: _Optional[str] = ..., output: _Optional[_Union[OutputMode, str]] = ..., dtype: _Optional[_Union[Dtype, str]] = ...) -> None: ...
+
 class TensorDescriptor(_message.Message):
     __slots__ = ("mode", "shape", "dtype", "nbytes", "cuda_ipc_handle", "device", "offset", "pool_id", "shm_name", "lease_id", "lease_expires_in_s")
     MODE_FIELD_NUMBER: _ClassVar[int]

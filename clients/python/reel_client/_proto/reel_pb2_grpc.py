@@ -41,7 +41,7 @@ class ReelStub(object):
                 _registered_method=True)
         self.Frames = channel.unary_stream(
                 '/reel.v1.Reel/Frames',
-                request_serializer=reel_dot_v1_dot_reel__pb2.EmbedRequest.SerializeToString,
+                request_serializer=reel_dot_v1_dot_reel__pb2.FramesRequest.SerializeToString,
                 response_deserializer=reel_dot_v1_dot_reel__pb2.EmbedResponse.FromString,
                 _registered_method=True)
         self.Release = channel.unary_unary(
@@ -68,7 +68,8 @@ class ReelServicer(object):
         raise NotImplementedError('Method not implemented!')
 
     def Frames(self, request, context):
-        """Samples and preprocesses a video: pixel_values [t*h*w, 1176], same descriptor.
+        """Samples and preprocesses a video: pixel_values [t*h*w, patch_dim], same descriptor
+        and chunking as Embed.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -98,7 +99,7 @@ def add_ReelServicer_to_server(servicer, server):
             ),
             'Frames': grpc.unary_stream_rpc_method_handler(
                     servicer.Frames,
-                    request_deserializer=reel_dot_v1_dot_reel__pb2.EmbedRequest.FromString,
+                    request_deserializer=reel_dot_v1_dot_reel__pb2.FramesRequest.FromString,
                     response_serializer=reel_dot_v1_dot_reel__pb2.EmbedResponse.SerializeToString,
             ),
             'Release': grpc.unary_unary_rpc_method_handler(
@@ -164,7 +165,7 @@ class Reel(object):
             request,
             target,
             '/reel.v1.Reel/Frames',
-            reel_dot_v1_dot_reel__pb2.EmbedRequest.SerializeToString,
+            reel_dot_v1_dot_reel__pb2.FramesRequest.SerializeToString,
             reel_dot_v1_dot_reel__pb2.EmbedResponse.FromString,
             options,
             channel_credentials,
