@@ -1,9 +1,7 @@
 //! reel: videos to vision-encoder embeddings for multimodal LLM servers.
 
-mod cache;
 mod cli;
 mod engine;
-mod job;
 mod output;
 mod serve;
 

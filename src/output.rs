@@ -23,14 +23,14 @@ pub fn print(text: impl std::fmt::Display) {
 }
 
 /// A named tensor to write.
-pub struct Tensor<'a> {
+pub struct NamedTensor<'a> {
     pub name: String,
     pub dtype: Dtype,
     pub shape: Vec<usize>,
     pub bytes: &'a [u8],
 }
 
-impl<'a> Tensor<'a> {
+impl<'a> NamedTensor<'a> {
     pub fn f32(name: &str, shape: Vec<usize>, data: &'a [f32]) -> Self {
         Self::new(name, Dtype::F32, shape, bytemuck_f32(data))
     }
@@ -102,16 +102,16 @@ impl PlanTensors {
 
     /// `video_grid_thw`, `frame_indices` and `timestamps`, plus `second_per_grid_ts` when
     /// `with_second_per_grid`.
-    pub fn tensors(&self, with_second_per_grid: bool) -> Vec<Tensor<'_>> {
+    pub fn tensors(&self, with_second_per_grid: bool) -> Vec<NamedTensor<'_>> {
         let mut out = vec![
-            Tensor::new("video_grid_thw", Dtype::I64, vec![1, 3], &self.grid),
-            Tensor::new(
+            NamedTensor::new("video_grid_thw", Dtype::I64, vec![1, 3], &self.grid),
+            NamedTensor::new(
                 "frame_indices",
                 Dtype::I64,
                 vec![self.frames],
                 &self.frame_indices,
             ),
-            Tensor::new(
+            NamedTensor::new(
                 "timestamps",
                 Dtype::F64,
                 vec![self.frames],
@@ -119,7 +119,7 @@ impl PlanTensors {
             ),
         ];
         if with_second_per_grid {
-            out.push(Tensor::new(
+            out.push(NamedTensor::new(
                 "second_per_grid_ts",
                 Dtype::F64,
                 vec![1],
@@ -135,7 +135,7 @@ impl PlanTensors {
 /// complete.
 pub fn write_safetensors(
     path: &Path,
-    tensors: &[Tensor],
+    tensors: &[NamedTensor],
     metadata: HashMap<String, String>,
 ) -> anyhow::Result<()> {
     let views = tensors

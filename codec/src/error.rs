@@ -58,9 +58,19 @@ pub enum Error {
     /// The work was cancelled (client gone, deadline passed).
     #[error("cancelled")]
     Cancelled,
-    /// A decoder backend is not available in this build or on this machine.
+    /// A decoder backend is not available in this build or on this machine (no GPU, no
+    /// NVDEC, no CPU decoder): transient or a matter of where the work runs.
     #[error("decoder unavailable: {0}")]
     DecoderUnavailable(String),
+    /// Device memory ran out (frame buffers, decoder surfaces).
+    #[error("out of device memory: {0}")]
+    OutOfMemory(String),
+    /// Any other CUDA or NVDEC failure while working (not the input's fault).
+    #[error("device failure: {0}")]
+    Device(String),
+    /// A bug in reel (a worker panicked, a broken invariant).
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl Error {

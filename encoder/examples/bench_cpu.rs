@@ -72,7 +72,7 @@ fn main() -> anyhow::Result<()> {
     if let Some(dir) = write_to {
         let t = Instant::now();
         write_random(arch, seed, dtype, &dir)?;
-        let params = arch.vision_config().num_params();
+        let params = reel_encoder::weights::num_params(&arch.vision_config());
         println!(
             "{}",
             serde_json::json!({"wrote": dir, "arch": arch.name(), "dtype": dtype.to_string(),

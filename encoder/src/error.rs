@@ -8,6 +8,19 @@ pub enum Error {
     /// The CUDA backend failed (driver, cuBLASLt, kernel compilation or launch).
     #[error("CUDA: {0}")]
     Cuda(String),
+    /// Device memory ran out (weights, activations, outputs).
+    #[error("out of device memory: {0}")]
+    OutOfMemory(String),
+    /// The model folder holds an architecture reel has no model for.
+    #[error("{dir}: unsupported model {found} (supported architectures: {supported})")]
+    UnsupportedModel {
+        /// The model folder.
+        dir: PathBuf,
+        /// What `config.json` says: its `architectures` and `model_type`.
+        found: String,
+        /// Every architecture the registry knows, comma-separated.
+        supported: String,
+    },
     /// A file could not be read, mapped or written.
     #[error("{path}: {source}")]
     Io {

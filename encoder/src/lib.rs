@@ -1,4 +1,11 @@
-//! reel-encoder: vision towers (Qwen2.5-VL first) from Hugging Face weights.
+//! reel-encoder: vision towers from Hugging Face weights, on the CPU (candle) and on
+//! NVIDIA GPUs (cuBLASLt + reel's CUDA kernels).
+//!
+//! What it does: reads a model folder (the registry in [`models`] picks the family from
+//! `config.json`), memory-maps the vision tensors, and encodes preprocessed pixel values
+//! (`[patches, patch_dim]`, host or device memory) into merged-token embeddings, batching
+//! requests on a GPU ([`cuda::Batcher`]). What it never does: decode video, preprocess
+//! frames (that is `reel-codec`), or speak a transport (gRPC lives in the binary).
 //!
 //! ```no_run
 //! use reel_encoder::{DType, VisionTower};
@@ -12,14 +19,14 @@
 //! ```
 //!
 //! Layout of the crate, one module per stage:
-//! - [`config`]: hyper-parameters from `config.json`;
-//! - [`weights`]: memory-mapped safetensors → host arrays in the model dtype;
+//! - [`models`]: the registry (HF architecture name → model family) and each family's
+//!   row ([`models::qwen2_5_vl`]);
+//! - [`config`]: Qwen2.5-VL's vision hyper-parameters from `config.json`;
+//! - [`weights`]: the weight map; memory-mapped safetensors → host arrays in the dtype;
 //! - [`plan`]: window permutation, attention segments and 2D RoPE table for a batch;
-//! - `cpu`: the candle-core CPU backend (the reference backend);
+//! - `cpu`: the candle-core CPU tower (the reference backend);
+//! - [`cuda`]: the CUDA tower, its batcher and device-resident embeddings;
 //! - [`init`]: random checkpoints for tests and benchmarks.
-//!
-//! `config`, `weights` and `plan` are backend-neutral so that a CUDA backend (cudarc)
-//! can reuse them.
 
 pub mod config;
 mod cpu;
@@ -27,6 +34,7 @@ pub mod cuda;
 mod dtype;
 mod error;
 pub mod init;
+pub mod models;
 pub mod plan;
 pub mod weights;
 
@@ -35,6 +43,7 @@ use std::path::Path;
 pub use config::VisionConfig;
 pub use dtype::DType;
 pub use error::{Error, Result};
+pub use models::{ModelSpec, Preprocessing};
 pub use plan::Plan;
 
 #[cfg(test)]
@@ -75,8 +84,9 @@ enum Backend {
     Cuda(Box<cuda::CudaTower>),
 }
 
-/// A loaded Qwen2.5-VL vision tower (CPU backend).
+/// A loaded vision tower, on the CPU or a GPU.
 pub struct VisionTower {
+    spec: ModelSpec,
     cfg: VisionConfig,
     dtype: DType,
     backend: Backend,
@@ -86,18 +96,13 @@ impl VisionTower {
     /// Loads the vision tower of the Hugging Face model folder `dir` for the CPU, in
     /// `dtype` (weights are converted when the checkpoint's dtype differs).
     ///
-    /// Reads `config.json` ([`VisionConfig::from_model_dir`]) and only the vision tensors
-    /// of the safetensors files (see [`weights`]); a missing or mis-shaped tensor is an
-    /// [`Error::MissingTensor`] / [`Error::ShapeMismatch`] naming it and its expected shape.
+    /// The folder's `config.json` selects the model family ([`ModelSpec::read`]; an
+    /// unknown architecture is an [`Error::UnsupportedModel`]); only the vision tensors
+    /// of the safetensors files are read (see [`weights`]); a missing or mis-shaped
+    /// tensor is an [`Error::MissingTensor`] / [`Error::ShapeMismatch`] naming it and its
+    /// expected shape.
     pub fn load(dir: &Path, dtype: DType) -> Result<Self> {
-        let cfg = VisionConfig::from_model_dir(dir)?;
-        let w = weights::VisionWeights::load(dir, &cfg, dtype)?;
-        let backend = Backend::Cpu(Box::new(cpu::CpuTower::new(cfg.clone(), dtype, w)?));
-        Ok(VisionTower {
-            cfg,
-            dtype,
-            backend,
-        })
+        Self::load_spec(ModelSpec::read(dir)?, dtype, None)
     }
 
     /// Loads the vision tower onto a GPU (f32 or bf16): cuBLASLt GEMMs and reel's CUDA
@@ -108,14 +113,32 @@ impl VisionTower {
         dtype: DType,
         ctx: std::sync::Arc<cudarc::driver::CudaContext>,
     ) -> Result<Self> {
-        let cfg = VisionConfig::from_model_dir(dir)?;
-        let w = weights::VisionWeights::load(dir, &cfg, dtype)?;
-        let backend = Backend::Cuda(Box::new(cuda::CudaTower::new(cfg.clone(), dtype, w, ctx)?));
+        Self::load_spec(ModelSpec::read(dir)?, dtype, Some(ctx))
+    }
+
+    /// Loads the tower `spec` describes, on the GPU of `ctx` or (without one) the CPU.
+    pub fn load_spec(
+        spec: ModelSpec,
+        dtype: DType,
+        ctx: Option<std::sync::Arc<cudarc::driver::CudaContext>>,
+    ) -> Result<Self> {
+        let cfg = spec.vision.clone();
+        let w = weights::VisionWeights::load(&spec.dir, &cfg, dtype)?;
+        let backend = match ctx {
+            Some(ctx) => Backend::Cuda(Box::new(cuda::CudaTower::new(cfg.clone(), dtype, w, ctx)?)),
+            None => Backend::Cpu(Box::new(cpu::CpuTower::new(cfg.clone(), dtype, w)?)),
+        };
         Ok(VisionTower {
+            spec,
             cfg,
             dtype,
             backend,
         })
+    }
+
+    /// What the model folder said: family, architecture, preprocessing, outputs.
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
     }
 
     /// True for a GPU tower.

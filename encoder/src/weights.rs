@@ -122,6 +122,14 @@ pub fn expected_tensors(cfg: &VisionConfig) -> Vec<(String, Vec<usize>)> {
 }
 
 /// Whether a checkpoint tensor name belongs to the vision tower (under any accepted prefix).
+/// Number of parameters of the tower `cfg` describes.
+pub fn num_params(cfg: &VisionConfig) -> usize {
+    expected_tensors(cfg)
+        .iter()
+        .map(|(_, s)| s.iter().product::<usize>())
+        .sum()
+}
+
 fn is_vision_key(name: &str) -> bool {
     PREFIXES.iter().any(|p| {
         name.strip_prefix(p).is_some_and(|rest| {
@@ -365,5 +373,14 @@ impl VisionWeights {
             blocks,
             merger,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_7b_tower_has_its_parameter_count() {
+        let cfg = crate::init::Arch::Qwen25Vl7b.vision_config();
+        assert_eq!(super::num_params(&cfg), 676_550_144);
     }
 }

@@ -175,7 +175,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 fn frames(b: FramesBench) -> anyhow::Result<()> {
     let threads = crate::engine::threads(b.threads);
-    let device = crate::engine::Device::select(b.device)?;
+    let device = crate::engine::Devices::open(b.device)?.primary();
     let options = b.sampling.options();
     let mut results = Vec::new();
     for file in &b.files {
@@ -260,7 +260,7 @@ fn frames(b: FramesBench) -> anyhow::Result<()> {
 }
 
 fn decode(b: DecodeBench) -> anyhow::Result<()> {
-    let crate::engine::Device::Cuda(gpu) = crate::engine::Device::select(b.device)? else {
+    let crate::engine::Device::Cuda(gpu) = crate::engine::Devices::open(b.device)?.primary() else {
         anyhow::bail!("bench decode measures NVDEC: pass --device cuda or cuda:N");
     };
     let mut results = Vec::new();
@@ -324,7 +324,7 @@ fn latency_json(times: &[Duration]) -> serde_json::Value {
 
 fn batch(b: BatchBench) -> anyhow::Result<()> {
     use reel_encoder::cuda::{InputDtype, PoolPeak};
-    let device = crate::engine::Device::select(b.device)?;
+    let device = crate::engine::Devices::open(b.device)?.primary();
     let crate::engine::Device::Cuda(gpu) = &device else {
         anyhow::bail!("reel bench batch needs a GPU");
     };
@@ -419,19 +419,19 @@ fn batch(b: BatchBench) -> anyhow::Result<()> {
 }
 
 fn embed(b: EmbedBench) -> anyhow::Result<()> {
-    use crate::job::{self, EmbeddingCache, Input, Want};
+    use crate::engine::{self, EmbeddingCache, Input, Want};
     use std::sync::Arc;
-    let device = crate::engine::Device::select(b.device)?;
+    let device = crate::engine::Devices::open(b.device)?.primary();
     let model = crate::engine::Model::load(&b.model, &b.encoder.options(), &device)
         .with_context(|| format!("cannot load {}", b.model.display()))?;
     let options = b.sampling.options();
     let threads = crate::engine::threads(None);
     let cancel = reel_codec::Cancel::new();
     let run =
-        |want: &Want, cache: Option<&EmbeddingCache>| -> anyhow::Result<(Duration, job::Outcome)> {
+        |want: &Want, cache: Option<&EmbeddingCache>| -> anyhow::Result<(Duration, engine::Outcome)> {
             let t = Instant::now();
             let input = Input::Path(b.file.clone());
-            let outcome = job::run(&device, input, &options, want, threads, &cancel, cache)?;
+            let outcome = engine::run(&device, input, &options, want, threads, &cancel, cache)?;
             Ok((t.elapsed(), outcome))
         };
     let mut modes = serde_json::Map::new();
@@ -439,7 +439,7 @@ fn embed(b: EmbedBench) -> anyhow::Result<()> {
     for (name, stream) in [("decode_then_encode", false), ("streamed_slices", true)] {
         let want = Want::Embeddings(Arc::new(model.with_stream_slices(stream)));
         let (_, first) = run(&want, None)?;
-        let values = first.tensor.into_host_f32()?;
+        let values = first.values.into_host_f32()?;
         let max_diff = reference.as_ref().map(|r| {
             r.iter()
                 .zip(&values)
@@ -516,7 +516,7 @@ fn parse_batch(spec: &str) -> anyhow::Result<Vec<[usize; 3]>> {
 
 fn encode(b: EncodeBench) -> anyhow::Result<()> {
     use reel_encoder::cuda::{gemm_peak_tflops, InputDtype, PoolPeak};
-    let device = crate::engine::Device::select(b.device)?;
+    let device = crate::engine::Devices::open(b.device)?.primary();
     let t_load = Instant::now();
     let options = crate::engine::ModelOptions {
         dtype: b.dtype.clone(),
@@ -618,7 +618,7 @@ fn encode(b: EncodeBench) -> anyhow::Result<()> {
         );
         if let Some(dir) = &b.save {
             std::fs::create_dir_all(dir)?;
-            let tensors = [crate::output::Tensor::f32(
+            let tensors = [crate::output::NamedTensor::f32(
                 "embeddings",
                 vec![plan.tokens, cfg.out_hidden_size],
                 &output,

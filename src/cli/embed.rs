@@ -9,8 +9,8 @@ use anyhow::Context;
 use clap::Args;
 
 use super::sampling::SamplingArgs;
-use crate::job::{self, Input, Want};
-use crate::output::{write_safetensors, PlanTensors, Tensor};
+use crate::engine::{self, Input, Want};
+use crate::output::{write_safetensors, NamedTensor, PlanTensors};
 
 #[derive(Debug, Args)]
 pub struct EmbedArgs {
@@ -53,28 +53,29 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
         Model::load(&args.model, &args.encoder.options(), device)
             .with_context(|| format!("cannot load {} on {}", args.model.display(), device.name()))
     };
+    let devices = crate::engine::Devices::open(args.device)?;
     let (device, want) = if args.split_encode {
         let mut models = Vec::new();
-        for device in Device::select_all(args.device)? {
-            let Device::Cuda(gpu) = &device else {
+        let all = devices.all();
+        for device in &all {
+            let Device::Cuda(gpu) = device else {
                 anyhow::bail!("--split-encode needs a GPU ({} chosen)", device.name());
             };
-            let model = Arc::new(load_on(&device)?);
+            let model = Arc::new(load_on(device)?);
             models.push(GpuModel {
-                gpu: gpu.clone(),
+                gpu: gpu.gpu.clone(),
                 model,
             });
         }
-        let first = Device::Cuda(models[0].gpu.clone());
-        (first, Want::SplitEmbeddings(Arc::new(models)))
+        (all[0].clone(), Want::SplitEmbeddings(Arc::new(models)))
     } else {
-        let device = Device::select(args.device)?;
+        let device = devices.primary();
         let model = load_on(&device)?;
         (device, Want::Embeddings(Arc::new(model)))
     };
     let load = t_load.elapsed().as_secs_f64();
     let t0 = Instant::now();
-    let outcome = job::run(
+    let outcome = engine::run(
         &device,
         Input::Path(args.file.clone()),
         &args.sampling.options(),
@@ -83,12 +84,12 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
         &reel_codec::Cancel::new(),
         None,
     )?;
-    let [rows, hidden] = outcome.tensor.shape();
+    let [rows, hidden] = outcome.values.shape();
     let plan = &outcome.plan;
     let t_write = Instant::now();
-    let embeddings = outcome.tensor.into_host_f32()?;
+    let embeddings = outcome.values.into_host_f32()?;
     let plan_tensors = PlanTensors::new(plan);
-    let mut tensors = vec![Tensor::f32("embeddings", vec![rows, hidden], &embeddings)];
+    let mut tensors = vec![NamedTensor::f32("embeddings", vec![rows, hidden], &embeddings)];
     tensors.extend(plan_tensors.tensors(true));
     let json = |v: serde_json::Value| v.to_string();
     let metadata = HashMap::from([

@@ -9,7 +9,7 @@ use clap::Args;
 use reel_codec::{SamplePlan, Video};
 
 use super::sampling::SamplingArgs;
-use crate::output::{write_safetensors, PlanTensors, Tensor};
+use crate::output::{write_safetensors, NamedTensor, PlanTensors};
 
 #[derive(Debug, Args)]
 pub struct FramesArgs {
@@ -38,7 +38,7 @@ pub struct FramesArgs {
 
 pub fn run(args: FramesArgs) -> anyhow::Result<()> {
     let threads = crate::engine::threads(args.threads);
-    let device = crate::engine::Device::select(args.device)?;
+    let device = crate::engine::Devices::open(args.device)?.primary();
     let t0 = Instant::now();
     let video =
         Video::open(&args.file).with_context(|| format!("cannot open {}", args.file.display()))?;
@@ -65,7 +65,7 @@ pub fn run(args: FramesArgs) -> anyhow::Result<()> {
     let pixel_values = prepared.pixels.into_host()?;
     let grid = plan.grid_thw;
     let plan_tensors = PlanTensors::new(&plan);
-    let mut tensors = vec![Tensor::f32(
+    let mut tensors = vec![NamedTensor::f32(
         "pixel_values",
         vec![pixel_values.rows(), reel_codec::preprocess::PATCH_DIM],
         &pixel_values.data,

@@ -23,8 +23,8 @@ use serde::{Deserialize, Serialize};
 
 use super::sampling::SamplingArgs;
 use crate::engine::{Device, Pixels};
-use crate::job::{self, Input, Want};
-use crate::output::{bf16_bytes, f32_bytes, f64_bytes, i64_bytes, write_safetensors, Tensor};
+use crate::engine::{self, Input, Want};
+use crate::output::{bf16_bytes, f32_bytes, f64_bytes, i64_bytes, write_safetensors, NamedTensor};
 
 /// File extensions picked up when a directory is given.
 const VIDEO_EXTENSIONS: &[&str] = &[
@@ -309,10 +309,10 @@ impl ShardWriter {
             return Ok(());
         }
         let path = self.dir.join(self.next_name());
-        let tensors: Vec<Tensor> = self
+        let tensors: Vec<NamedTensor> = self
             .tensors
             .iter()
-            .map(|(name, dtype, shape, bytes)| Tensor::new(name, *dtype, shape.clone(), bytes))
+            .map(|(name, dtype, shape, bytes)| NamedTensor::new(name, *dtype, shape.clone(), bytes))
             .collect();
         let metadata = HashMap::from([("format".to_string(), "reel.transcode.v1".to_string())]);
         write_safetensors(&path, &tensors, metadata)?;
@@ -376,7 +376,7 @@ pub fn run(args: TranscodeArgs) -> anyhow::Result<()> {
     }
     // One replica per device (every GPU for `cuda` and `auto`), each with its own tower;
     // jobs take the replicas in turn.
-    let replicas = Device::select_all(args.device)?
+    let replicas = crate::engine::Devices::open(args.device)?.all()
         .into_iter()
         .map(
             |device| -> anyhow::Result<(Device, Option<Arc<crate::engine::Model>>)> {
@@ -648,12 +648,12 @@ fn produce(
         _ => Want::Frames,
     };
     let input = Input::Path(path.to_path_buf());
-    let outcome = job::run(device, input, options, &want, threads, &cancel, None)?;
+    let outcome = engine::run(device, input, options, &want, threads, &cancel, None)?;
     let stream = serde_json::to_value(&outcome.stream)?;
-    let shape = outcome.tensor.shape();
+    let shape = outcome.values.shape();
     let sampled = outcome.plan.frames.len();
     let plan = outcome.plan;
-    let values = outcome.tensor.into_host_f32()?;
+    let values = outcome.values.into_host_f32()?;
     let (pixel_values, embeddings) = match (what, model) {
         (What::Embeddings, Some(_)) => (None, Some((values, shape))),
         (What::Both, Some(model)) => {

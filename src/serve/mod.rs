@@ -7,6 +7,7 @@ mod media;
 mod metrics;
 mod replica;
 mod service;
+mod status;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -11,7 +11,7 @@ use anyhow::Context;
 use super::ipc::DevicePool;
 use super::Config;
 use crate::engine::{Device, DeviceChoice, GpuModel, Model, ModelOptions};
-use crate::job::EmbeddingCache;
+use crate::engine::EmbeddingCache;
 
 /// One device with its models, result pool and cache.
 pub struct Replica {
@@ -53,7 +53,7 @@ impl Replicas {
     /// one) and loads every model on each.
     pub fn load(config: &Config, choice: &str) -> anyhow::Result<Self> {
         let choice: DeviceChoice = choice.parse().map_err(|e: String| anyhow::anyhow!(e))?;
-        let devices = Device::select_all(choice)?;
+        let devices = crate::engine::Devices::open(choice)?.all();
         let options = ModelOptions {
             dtype: config.model_dtype.clone(),
             memory_budget: config.encoder_memory_mib << 20,
@@ -122,7 +122,7 @@ fn split_lists(replicas: &[Replica]) -> Vec<Vec<Arc<Vec<GpuModel>>>> {
     let gpus: Vec<Option<&Arc<reel_codec::gpu::Gpu>>> = replicas
         .iter()
         .map(|r| match &r.device {
-            Device::Cuda(gpu) => Some(gpu),
+            Device::Cuda(gpu) => Some(&gpu.gpu),
             Device::Cpu => None,
         })
         .collect();

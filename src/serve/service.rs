@@ -16,7 +16,8 @@ use super::metrics::Metrics;
 use super::replica::Replicas;
 use super::Config;
 use crate::engine::Device;
-use crate::job::{self, Input, Tensor, Want};
+use super::status::status;
+use crate::engine::{self, ErrorKind, Input, Values, Want};
 
 /// Inline payloads are streamed in chunks of this size.
 const CHUNK: usize = 4 << 20;
@@ -113,17 +114,17 @@ fn deadline<T>(request: &Request<T>) -> Option<Duration> {
 }
 
 /// A result's own dtype, and its device buffer when it lives on the GPU.
-fn native_dtype(tensor: &Tensor) -> (pb::Dtype, Option<&cudarc::driver::CudaSlice<u8>>) {
+fn native_dtype(tensor: &Values) -> (pb::Dtype, Option<&cudarc::driver::CudaSlice<u8>>) {
     match tensor {
-        Tensor::Host { .. } => (pb::Dtype::F32, None),
-        Tensor::DevicePixels(p) => (
+        Values::Host { .. } => (pb::Dtype::F32, None),
+        Values::DevicePixels(p) => (
             match p.dtype {
                 reel_codec::gpu::PixelDtype::F32 => pb::Dtype::F32,
                 reel_codec::gpu::PixelDtype::Bf16 => pb::Dtype::Bf16,
             },
             Some(&p.buffer),
         ),
-        Tensor::DeviceEmbeddings(e) => (
+        Values::DeviceEmbeddings(e) => (
             match e.dtype {
                 reel_encoder::DType::BF16 => pb::Dtype::Bf16,
                 reel_encoder::DType::F16 => pb::Dtype::F16,
@@ -169,11 +170,11 @@ impl ReelService {
         };
         found.ok_or_else(|| {
             if models.is_empty() {
-                Status::failed_precondition(
+                status(ErrorKind::FailedPrecondition, 
                     "this server has no model loaded (start it with --model)",
                 )
             } else {
-                Status::not_found(format!(
+                status(ErrorKind::NotFound, format!(
                     "no model named {name:?}; see Info for the loaded models"
                 ))
             }
@@ -181,20 +182,20 @@ impl ReelService {
     }
 
     fn input(&self, source: Option<pb::Source>) -> Result<Input, Status> {
-        let source = source.ok_or_else(|| Status::invalid_argument("request has no source"))?;
+        let source = source.ok_or_else(|| status(ErrorKind::InvalidArgument, "request has no source"))?;
         match source.kind {
             Some(pb::source::Kind::Path(p)) => {
                 let path = self
                     .state
                     .media
                     .resolve(&p)
-                    .map_err(|e| Status::permission_denied(e.to_string()))?;
+                    .map_err(|e| status(ErrorKind::PermissionDenied, e.to_string()))?;
                 Ok(Input::Path(path))
             }
             Some(pb::source::Kind::Data(data)) => {
                 let max = self.state.config.max_inline_bytes;
                 if data.len() as u64 > max {
-                    return Err(Status::invalid_argument(format!(
+                    return Err(status(ErrorKind::InvalidArgument, format!(
                         "inline video of {} bytes exceeds the server's limit of {max} bytes",
                         data.len()
                     )));
@@ -205,7 +206,7 @@ impl ReelService {
                     name,
                 })
             }
-            None => Err(Status::invalid_argument("source has neither path nor data")),
+            None => Err(status(ErrorKind::InvalidArgument, "source has neither path nor data")),
         }
     }
 
@@ -220,6 +221,9 @@ impl ReelService {
         let conn = request.extensions().get::<ConnId>().copied();
         let req = request.into_inner();
         let model = if frames {
+            if !req.model.is_empty() {
+                self.model(&req.model)?;
+            }
             None
         } else {
             Some(self.model(&req.model)?)
@@ -231,7 +235,7 @@ impl ReelService {
                 .metrics
                 .rejected
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            return Err(Status::resource_exhausted(
+            return Err(status(ErrorKind::ResourceExhausted, 
                 "the server's queue is full; retry later",
             ));
         };
@@ -242,7 +246,7 @@ impl ReelService {
             .clone()
             .acquire_owned()
             .await
-            .map_err(|_| Status::unavailable("shutting down"))?;
+            .map_err(|_| status(ErrorKind::Unavailable, "shutting down"))?;
         drop(queued);
         let queue_s = t0.elapsed().as_secs_f64();
         state.metrics.stage("queue", queue_s);
@@ -262,7 +266,7 @@ impl ReelService {
         let task_replica = replica.clone();
         let work = tokio::task::spawn_blocking(move || {
             let _slots = (admitted, running);
-            job::run(
+            engine::run(
                 &task_replica.device,
                 input,
                 &options,
@@ -277,15 +281,15 @@ impl ReelService {
                 Ok(r) => r,
                 Err(_) => {
                     cancel.cancel();
-                    return Err(Status::deadline_exceeded(
+                    return Err(status(ErrorKind::DeadlineExceeded, 
                         "deadline passed before the embedding was ready",
                     ));
                 }
             },
             None => work.await,
         }
-        .map_err(|e| Status::internal(format!("worker failed: {e}")))?
-        .map_err(|e| Status::new(job::status_code(&e), format!("{e:#}")))?;
+        .map_err(|e| status(ErrorKind::Internal, format!("worker failed: {e}")))?
+        .map_err(|e| super::status::from_error(&e))?;
         let t_publish = Instant::now();
         let mode = pb::OutputMode::try_from(req.output).unwrap_or(pb::OutputMode::Unspecified);
         let dtype = pb::Dtype::try_from(req.dtype).unwrap_or(pb::Dtype::Unspecified);
@@ -297,11 +301,11 @@ impl ReelService {
             decoded_on: outcome.decoded_on.clone(),
             ..Default::default()
         };
-        let shape = outcome.tensor.shape();
+        let shape = outcome.values.shape();
         let pool = replica.pool.clone();
         drop(replica);
         let (descriptor, chunks) = self
-            .publish(outcome.tensor, shape, mode, dtype, pool, conn)
+            .publish(outcome.values, shape, mode, dtype, pool, conn)
             .await?;
         first.tensor = Some(descriptor);
         let publish = t_publish.elapsed().as_secs_f64();
@@ -345,7 +349,7 @@ impl ReelService {
     /// Puts the tensor where the client asked; returns its descriptor and inline chunks.
     async fn publish(
         &self,
-        tensor: Tensor,
+        tensor: Values,
         shape: [usize; 2],
         mode: pb::OutputMode,
         dtype: pb::Dtype,
@@ -360,7 +364,7 @@ impl ReelService {
         };
         tokio::task::spawn_blocking(
             move || -> Result<(pb::TensorDescriptor, Vec<Vec<u8>>), Status> {
-                let internal = |e: anyhow::Error| Status::internal(format!("{e:#}"));
+                let internal = |e: anyhow::Error| super::status::from_error(&e);
                 let mut d = pb::TensorDescriptor {
                     mode: mode as i32,
                     shape: shape.iter().map(|&v| v as u64).collect(),
@@ -377,10 +381,10 @@ impl ReelService {
                     if dtype == native {
                         let pool = pool
                             .as_ref()
-                            .ok_or_else(|| Status::failed_precondition("no CUDA IPC pool"))?;
+                            .ok_or_else(|| status(ErrorKind::FailedPrecondition, "no CUDA IPC pool"))?;
                         let len = buffer.len();
                         let slot = pool.alloc(len as u64).ok_or_else(|| {
-                            Status::resource_exhausted("the CUDA IPC pool is full; release leases")
+                            status(ErrorKind::ResourceExhausted, "the CUDA IPC pool is full; release leases")
                         })?;
                         let stream = buffer.stream().clone();
                         let (ptr, _sync) = cudarc::driver::DevicePtr::device_ptr(buffer, &stream);
@@ -398,10 +402,10 @@ impl ReelService {
                 match mode {
                     pb::OutputMode::CudaIpc => {
                         let pool = pool.as_ref().ok_or_else(|| {
-                            Status::failed_precondition("CUDA IPC needs a server running on a GPU")
+                            status(ErrorKind::FailedPrecondition, "CUDA IPC needs a server running on a GPU")
                         })?;
                         let slot = pool.alloc(bytes.len() as u64).ok_or_else(|| {
-                            Status::resource_exhausted("the CUDA IPC pool is full; release leases")
+                            status(ErrorKind::ResourceExhausted, "the CUDA IPC pool is full; release leases")
                         })?;
                         pool.upload(&slot, &bytes).map_err(internal)?;
                         Ok(ipc_descriptor(d, pool, slot, &state, conn))
@@ -409,7 +413,7 @@ impl ReelService {
                     pb::OutputMode::Shm => {
                         let id = super::leases::new_id();
                         let (name, path) = write_shm(&state.config.shm_dir, &id, &bytes)
-                            .map_err(|e| Status::internal(format!("shared memory: {e}")))?;
+                            .map_err(|e| status(ErrorKind::Internal, format!("shared memory: {e}")))?;
                         d.shm_name = name;
                         d.lease_id = state.leases.add(Held::Shm(path), conn);
                         d.lease_expires_in_s = state.leases.ttl().as_secs_f64();
@@ -420,7 +424,7 @@ impl ReelService {
             },
         )
         .await
-        .map_err(|e| Status::internal(format!("publisher failed: {e}")))?
+        .map_err(|e| status(ErrorKind::Internal, format!("publisher failed: {e}")))?
     }
 }
 
@@ -473,8 +477,16 @@ impl pb::reel_server::Reel for ReelService {
 
     async fn frames(
         &self,
-        request: Request<pb::EmbedRequest>,
+        request: Request<pb::FramesRequest>,
     ) -> Result<Response<Self::FramesStream>, Status> {
+        // The same fields as Embed's request; `model` names whose preprocessing applies.
+        let request = request.map(|r| pb::EmbedRequest {
+            source: r.source,
+            sampling: r.sampling,
+            model: r.model,
+            output: r.output,
+            dtype: r.dtype,
+        });
         self.respond("Frames", self.handle(request, true).await)
     }
 
@@ -562,7 +574,7 @@ pub fn check_token(
         if same {
             Ok(request)
         } else {
-            Err(Status::unauthenticated("missing or wrong bearer token"))
+            Err(status(ErrorKind::Unauthenticated, "missing or wrong bearer token"))
         }
     }
 }

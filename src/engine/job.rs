@@ -1,17 +1,21 @@
 //! One video's work, shared by `reel embed`, `reel serve` and `reel transcode`:
-//! open → plan → decode + preprocess → (encode) → a tensor.
+//! open → plan → (cache) → decode + preprocess → (encode) → [`Values`].
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use reel_codec::decode::DecodeReport;
-use reel_codec::gpu::SliceDone;
+use reel_codec::gpu::{SliceDone, SliceReady};
 use reel_codec::{Cancel, SamplePlan, SamplingOptions, Video};
-use reel_encoder::cuda::{DeviceEmbeddings, InputDtype};
+use reel_encoder::cuda::InputDtype;
 
-use crate::cache::{Cache, Footprint, Key};
-use crate::engine::{self, Device, Model, Pixels};
+use super::cache::{Cache, Key};
+use super::decode::{check_corrupt, prepare, Pixels};
+use super::device::Device;
+use super::model::{GpuModel, Model};
+use super::split::{can_split, embed_split};
+use super::values::{Made, Values};
 
 /// Where the video comes from.
 pub enum Input {
@@ -32,8 +36,8 @@ pub enum Want {
     Embeddings(Arc<Model>),
     /// Embeddings with the video's temporal slices encoded on the GPU that decoded them:
     /// the model on each GPU, the first one's GPU getting the result
-    /// ([`engine::embed_split`]). Off a GPU, the first model encodes the whole video.
-    SplitEmbeddings(Arc<Vec<engine::GpuModel>>),
+    /// ([`super::split`]). Off a GPU, the first model encodes the whole video.
+    SplitEmbeddings(Arc<Vec<GpuModel>>),
 }
 
 impl Want {
@@ -48,62 +52,7 @@ impl Want {
 }
 
 /// Embeddings of earlier jobs, by what determines them ([`Key`]).
-pub type EmbeddingCache = Cache<Tensor>;
-
-/// The result tensor, where it lives.
-pub enum Tensor {
-    /// Row-major f32 values in host memory.
-    Host { data: Vec<f32>, shape: [usize; 2] },
-    /// Pixel values in GPU memory.
-    DevicePixels(reel_codec::gpu::GpuPrepared),
-    /// Embeddings in GPU memory, in the model's dtype (shared with the cache).
-    DeviceEmbeddings(Arc<DeviceEmbeddings>),
-}
-
-impl Footprint for Tensor {
-    fn bytes(&self) -> u64 {
-        match self {
-            Tensor::Host { data, .. } => 4 * data.len() as u64,
-            Tensor::DevicePixels(p) => p.buffer.len() as u64,
-            Tensor::DeviceEmbeddings(e) => e.buffer.len() as u64,
-        }
-    }
-}
-
-impl Tensor {
-    /// Another handle on the same embeddings (device) or a copy (host); `None` for pixel
-    /// values, which are not cached.
-    fn share(&self) -> Option<Tensor> {
-        match self {
-            Tensor::Host { data, shape } => Some(Tensor::Host {
-                data: data.clone(),
-                shape: *shape,
-            }),
-            Tensor::DevicePixels(_) => None,
-            Tensor::DeviceEmbeddings(e) => Some(Tensor::DeviceEmbeddings(e.clone())),
-        }
-    }
-
-    pub fn shape(&self) -> [usize; 2] {
-        match self {
-            Tensor::Host { shape, .. } => *shape,
-            Tensor::DevicePixels(p) => [
-                p.grid_thw.iter().product(),
-                reel_codec::preprocess::PATCH_DIM,
-            ],
-            Tensor::DeviceEmbeddings(e) => [e.rows, e.hidden],
-        }
-    }
-
-    /// The values as f32 in host memory (a copy for device tensors).
-    pub fn into_host_f32(self) -> anyhow::Result<Vec<f32>> {
-        Ok(match self {
-            Tensor::Host { data, .. } => data,
-            Tensor::DevicePixels(p) => p.to_host_f32()?,
-            Tensor::DeviceEmbeddings(e) => e.to_host_f32()?,
-        })
-    }
-}
+pub type EmbeddingCache = Cache<Values>;
 
 /// Seconds spent per stage.
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
@@ -118,7 +67,7 @@ pub struct Timings {
 /// What a job made.
 pub struct Outcome {
     pub plan: SamplePlan,
-    pub tensor: Tensor,
+    pub values: Values,
     pub report: DecodeReport,
     pub decoded_on: String,
     pub timings: Timings,
@@ -152,14 +101,14 @@ pub fn run(
     };
     let demux = t0.elapsed().as_secs_f64();
     drop(demux_span);
-    if let Some(tensor) = cached
+    if let Some(values) = cached
         .as_ref()
         .and_then(|(_, _, hit)| hit.as_ref()?.share())
     {
         return Ok(Outcome {
             stream: video.info().clone(),
             plan,
-            tensor,
+            values,
             report: DecodeReport::default(),
             decoded_on: "cache".into(),
             timings: Timings {
@@ -170,8 +119,8 @@ pub fn run(
     }
     let t1 = Instant::now();
     let made = match want {
-        Want::SplitEmbeddings(models) if engine::can_split(device, &video) => {
-            engine::embed_split(models, &video, &plan, cancel)?
+        Want::SplitEmbeddings(models) if can_split(device, &video) => {
+            embed_split(models, &video, &plan, cancel)?
         }
         _ => decode_encode(device, &video, &plan, want, threads, cancel)?,
     };
@@ -185,42 +134,20 @@ pub fn run(
             0.0
         },
     };
-    let tensor = made.tensor;
+    let values = made.values;
     if let Some((cache, key, _)) = cached {
-        if let Some(shared) = tensor.share() {
+        if let Some(shared) = values.share() {
             cache.insert(key, Arc::new(shared));
         }
     }
     Ok(Outcome {
         stream: video.info().clone(),
         plan,
-        tensor,
+        values,
         report: made.report,
         decoded_on: made.decoded_on,
         timings,
     })
-}
-
-/// What decoding and encoding one video made.
-pub(crate) struct Made {
-    pub tensor: Tensor,
-    pub report: DecodeReport,
-    pub decoded_on: String,
-    /// When the pixel values were complete.
-    pub decoded: Instant,
-}
-
-/// Fails on frames the decoder concealed errors in.
-pub(crate) fn check_corrupt(report: &DecodeReport) -> anyhow::Result<()> {
-    let corrupt = &report.corrupt_frames;
-    if !corrupt.is_empty() {
-        return Err(reel_codec::Error::Decode {
-            frames: corrupt.clone(),
-            reason: "the decoder concealed bitstream errors in these sampled frames".into(),
-        }
-        .into());
-    }
-    Ok(())
 }
 
 /// Decodes the video on `device` (its segments on every GPU) and, for embeddings,
@@ -247,21 +174,21 @@ fn decode_encode(
     let streamed = model.is_some_and(|m| m.stream_slices) && request.is_some();
     let decode_span =
         tracing::info_span!("decode_preprocess", frames = plan.frames.len()).entered();
-    let frames = engine::prepare(
+    let frames = prepare(
         device,
         video,
         plan,
         threads,
         cancel,
-        streamed.then_some(&submit as &reel_codec::gpu::SliceReady<'_>),
+        streamed.then_some(&submit as &SliceReady<'_>),
     )?;
     check_corrupt(&frames.report)?;
     let decoded = Instant::now();
     drop(decode_span);
     let _finish = tracing::info_span!("finish").entered();
-    let tensor = match (model, frames.pixels) {
-        (None, Pixels::Device(p)) => Tensor::DevicePixels(p),
-        (None, Pixels::Host(v)) => Tensor::Host {
+    let values = match (model, frames.pixels) {
+        (None, Pixels::Device(p)) => Values::DevicePixels(p),
+        (None, Pixels::Host(v)) => Values::Host {
             shape: [v.rows(), reel_codec::preprocess::PATCH_DIM],
             data: v.data,
         },
@@ -271,27 +198,9 @@ fn decode_encode(
         }
     };
     Ok(Made {
-        tensor,
+        values,
         report: frames.report,
         decoded_on: frames.decoded_on,
         decoded,
     })
-}
-
-/// The gRPC status code for an error from a job.
-pub fn status_code(err: &anyhow::Error) -> tonic::Code {
-    use reel_codec::Error as E;
-    if let Some(e) = err.downcast_ref::<E>() {
-        return match e {
-            E::Open { .. } => tonic::Code::NotFound,
-            E::Truncated { .. } | E::Decode { .. } => tonic::Code::DataLoss,
-            E::DecoderUnavailable(_) | E::Io(_) => tonic::Code::Unavailable,
-            E::Cancelled => tonic::Code::Cancelled,
-            _ => tonic::Code::InvalidArgument,
-        };
-    }
-    if err.downcast_ref::<reel_encoder::Error>().is_some() {
-        return tonic::Code::Internal;
-    }
-    tonic::Code::Internal
 }

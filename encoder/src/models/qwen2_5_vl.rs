@@ -1,0 +1,145 @@
+//! Qwen2.5-VL (<https://huggingface.co/Qwen/Qwen2.5-VL-7B-Instruct>): its registry row,
+//! its preprocessing (`Qwen2VLImageProcessor` / `Qwen2VLVideoProcessor`), and where its
+//! parts live — the config in [`crate::config`], the weight map in [`crate::weights`],
+//! the CPU tower in `cpu`, the CUDA tower in [`crate::cuda`].
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::{Family, Preprocessing};
+use crate::config::VisionConfig;
+use crate::error::{Error, Result};
+
+/// The registry row.
+pub const FAMILY: Family = Family {
+    name: "qwen2_5_vl",
+    description: "Qwen2.5-VL vision tower (window attention, 2D RoPE, SwiGLU, patch 14, merge 2x2)",
+    architectures: &["Qwen2_5_VLForConditionalGeneration", "Qwen2_5_VLModel"],
+    model_types: &["qwen2_5_vl"],
+    presets: &[
+        "qwen2.5-vl-3b",
+        "qwen2.5-vl-7b",
+        "qwen2.5-vl-32b",
+        "qwen2.5-vl-72b",
+        "tiny",
+    ],
+    vision_config: VisionConfig::from_json,
+    preprocessing,
+};
+
+/// OpenAI CLIP's normalization, the Qwen2-VL processors' default.
+pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
+/// See [`CLIP_MEAN`].
+pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
+
+/// The processor's parameters: `video_preprocessor_config.json`, else
+/// `preprocessor_config.json`, else the defaults of transformers' `Qwen2VLVideoProcessor`
+/// with the tower's patch sizes.
+fn preprocessing(dir: &Path, vision: &VisionConfig) -> Result<Preprocessing> {
+    let mut p = Preprocessing {
+        patch_size: vision.patch_size,
+        temporal_patch_size: vision.temporal_patch_size,
+        merge_size: vision.spatial_merge_size,
+        image_mean: CLIP_MEAN,
+        image_std: CLIP_STD,
+        min_pixels: None,
+        max_pixels: None,
+    };
+    let Some((path, config)) = ["video_preprocessor_config.json", "preprocessor_config.json"]
+        .iter()
+        .map(|name| dir.join(name))
+        .find(|path| path.is_file())
+        .map(|path| {
+            let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+            let value: Value = serde_json::from_str(&text).map_err(|e| Error::Json {
+                path: path.clone(),
+                message: e.to_string(),
+            })?;
+            Ok::<_, Error>((path, value))
+        })
+        .transpose()?
+    else {
+        return Ok(p);
+    };
+    let bad = |key: &'static str, v: &Value| Error::Json {
+        path: path.clone(),
+        message: format!("`{key}` is not what a Qwen2-VL processor takes: {v}"),
+    };
+    let usize_of = |key: &'static str| -> Result<Option<usize>> {
+        config
+            .get(key)
+            .filter(|v| !v.is_null())
+            .map(|v| v.as_u64().map(|n| n as usize).ok_or_else(|| bad(key, v)))
+            .transpose()
+    };
+    let triple = |key: &'static str| -> Result<Option<[f32; 3]>> {
+        config
+            .get(key)
+            .filter(|v| !v.is_null())
+            .map(|v| {
+                let values: Option<Vec<f32>> = v
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|x| x.as_f64().map(|x| x as f32)).collect());
+                match values.as_deref() {
+                    Some(&[a, b, c]) => Ok([a, b, c]),
+                    _ => Err(bad(key, v)),
+                }
+            })
+            .transpose()
+    };
+    if let Some(v) = usize_of("patch_size")? {
+        p.patch_size = v;
+    }
+    if let Some(v) = usize_of("temporal_patch_size")? {
+        p.temporal_patch_size = v;
+    }
+    if let Some(v) = usize_of("merge_size")? {
+        p.merge_size = v;
+    }
+    if let Some(v) = triple("image_mean")? {
+        p.image_mean = v;
+    }
+    if let Some(v) = triple("image_std")? {
+        p.image_std = v;
+    }
+    let size = config.get("size");
+    let bound = |flat: &'static str, nested: &str| {
+        config
+            .get(flat)
+            .or_else(|| size.and_then(|s| s.get(nested)))
+            .and_then(Value::as_f64)
+            .map(|v| v as u64)
+    };
+    p.min_pixels = bound("min_pixels", "shortest_edge");
+    p.max_pixels = bound("max_pixels", "longest_edge");
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn processor_configs_are_read_when_present() {
+        let dir = std::env::temp_dir().join(format!("reel-qwen25-pre-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let vision = crate::init::Arch::Tiny.vision_config();
+        assert_eq!(preprocessing(&dir, &vision).unwrap().image_mean, CLIP_MEAN);
+        std::fs::write(
+            dir.join("preprocessor_config.json"),
+            r#"{"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5],
+                "patch_size": 14, "merge_size": 2, "temporal_patch_size": 2,
+                "min_pixels": 3136, "max_pixels": 12845056}"#,
+        )
+        .unwrap();
+        let p = preprocessing(&dir, &vision).unwrap();
+        assert_eq!((p.image_mean, p.image_std), ([0.5; 3], [0.5; 3]));
+        assert_eq!((p.min_pixels, p.max_pixels), (Some(3136), Some(12845056)));
+        std::fs::write(dir.join("video_preprocessor_config.json"), r#"{"patch_size": "x"}"#)
+            .unwrap();
+        let err = preprocessing(&dir, &vision).unwrap_err().to_string();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(err.contains("patch_size"), "{err}");
+    }
+}
