@@ -5,11 +5,17 @@ mod engine;
 mod output;
 mod serve;
 
-use clap::Parser;
+use std::process::ExitCode;
 
-fn main() {
+use clap::{CommandFactory, FromArgMatches};
+
+fn main() -> ExitCode {
     use tracing_subscriber::prelude::*;
-    let cli = cli::Cli::parse();
+    let matches = cli::Cli::command().get_matches();
+    let cli = match cli::Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("REEL_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new(if cli.verbose { "debug" } else { "warn" })
     });
@@ -35,10 +41,14 @@ fn main() {
         .with(log)
         .with(timeline)
         .init();
-    let result = cli.run();
+    let result = cli.run(&matches);
     drop(flush);
-    if let Err(err) = result {
-        eprintln!("error: {err:#}");
-        std::process::exit(1);
+    match result {
+        Ok(code) => code,
+        Err(err) if err.is::<output::ClosedStdout>() => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
     }
 }

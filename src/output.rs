@@ -8,19 +8,23 @@ use anyhow::Context;
 use safetensors::tensor::TensorView;
 use safetensors::Dtype;
 
-/// Prints a line to stdout. A closed pipe (`reel probe x | head`) ends the process
-/// quietly instead of panicking.
-pub fn print(text: impl std::fmt::Display) {
+/// Prints a line to stdout. A closed pipe (`reel probe x | head`) is a [`ClosedStdout`]
+/// error, which `main` ends the process on quietly (exit code 0).
+pub fn print(text: impl std::fmt::Display) -> anyhow::Result<()> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
-    if let Err(e) = writeln!(out, "{text}").and_then(|_| out.flush()) {
-        if e.kind() == std::io::ErrorKind::BrokenPipe {
-            std::process::exit(0);
-        }
-        eprintln!("error: cannot write to stdout: {e}");
-        std::process::exit(1);
-    }
+    writeln!(out, "{text}")
+        .and_then(|_| out.flush())
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::BrokenPipe => anyhow::Error::new(ClosedStdout),
+            _ => anyhow::Error::new(e).context("cannot write to stdout"),
+        })
 }
+
+/// Whoever reads stdout has gone: nothing more to say, and nothing went wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("stdout was closed")]
+pub struct ClosedStdout;
 
 /// A named tensor to write.
 pub struct NamedTensor<'a> {
@@ -46,11 +50,7 @@ impl<'a> NamedTensor<'a> {
 }
 
 fn bytemuck_f32(data: &[f32]) -> &[u8] {
-    // f32 has no padding and any bit pattern is a valid u8 sequence.
-    let len = std::mem::size_of_val(data);
-    // SAFETY: reinterpreting initialized f32 memory as bytes of the same length; u8
-    // has alignment 1 and the lifetime is tied to `data`.
-    unsafe { std::slice::from_raw_parts(data.as_ptr().cast::<u8>(), len) }
+    bytemuck::cast_slice(data)
 }
 
 /// Little-endian bytes of f32 values (an owned copy).

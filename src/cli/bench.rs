@@ -255,7 +255,7 @@ fn frames(b: FramesBench) -> anyhow::Result<()> {
             "host_cpu": { "seconds": cpu, "cores_busy": cpu / med, "us_per_decoded_frame": 1e6 * cpu / pictures },
         }));
     }
-    crate::output::print(serde_json::to_string_pretty(&results)?);
+    crate::output::print(serde_json::to_string_pretty(&results)?)?;
     Ok(())
 }
 
@@ -308,7 +308,7 @@ fn decode(b: DecodeBench) -> anyhow::Result<()> {
             "results": rows,
         }));
     }
-    crate::output::print(serde_json::to_string_pretty(&results)?);
+    crate::output::print(serde_json::to_string_pretty(&results)?)?;
     Ok(())
 }
 
@@ -414,7 +414,7 @@ fn batch(b: BatchBench) -> anyhow::Result<()> {
         "memory_budget_bytes": b.encoder.encoder_memory_mib << 20,
         "speedup": m_alone.as_secs_f64() / m_together.as_secs_f64(),
     });
-    crate::output::print(serde_json::to_string_pretty(&summary)?);
+    crate::output::print(serde_json::to_string_pretty(&summary)?)?;
     Ok(())
 }
 
@@ -492,7 +492,7 @@ fn embed(b: EmbedBench) -> anyhow::Result<()> {
         "dtype": model.tower.dtype().to_string(),
         "modes": modes,
     });
-    crate::output::print(serde_json::to_string_pretty(&summary)?);
+    crate::output::print(serde_json::to_string_pretty(&summary)?)?;
     Ok(())
 }
 
@@ -653,6 +653,6 @@ fn encode(b: EncodeBench) -> anyhow::Result<()> {
         "gemm_peak_tflops": peak,
         "batches": results,
     });
-    crate::output::print(serde_json::to_string_pretty(&summary)?);
+    crate::output::print(serde_json::to_string_pretty(&summary)?)?;
     Ok(())
 }

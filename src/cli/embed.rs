@@ -130,7 +130,7 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
         "seconds": { "model_load": load, "demux": t.demux, "decode_preprocess": t.decode_preprocess, "encode": t.encode, "write": write, "total": t0.elapsed().as_secs_f64() },
     });
     if args.json {
-        crate::output::print(serde_json::to_string_pretty(&summary)?);
+        crate::output::print(serde_json::to_string_pretty(&summary)?)?;
     } else {
         crate::output::print(format_args!(
             "{}: {} tokens × {} ({} frames, grid {:?}, decoded on {}); demux {:.3} s, decode+preprocess {:.3} s, \
@@ -146,7 +146,7 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
             t.encode,
             write,
             load
-        ));
+        ))?;
     }
     Ok(())
 }

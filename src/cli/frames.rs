@@ -93,7 +93,7 @@ pub fn run(args: FramesArgs) -> anyhow::Result<()> {
         },
     });
     if args.json {
-        crate::output::print(serde_json::to_string_pretty(&summary)?);
+        crate::output::print(serde_json::to_string_pretty(&summary)?)?;
     } else {
         crate::output::print(format_args!(
             "{}: {} frames → {}x{}, grid {:?} ({} tokens); decoded {} of {} packets on {}; {:.3} s \
@@ -111,7 +111,7 @@ pub fn run(args: FramesArgs) -> anyhow::Result<()> {
             t_demux.as_secs_f64(),
             t_decode.as_secs_f64(),
             t_write.as_secs_f64(),
-        ));
+        ))?;
     }
     Ok(())
 }

@@ -9,6 +9,8 @@ mod probe;
 mod sampling;
 mod transcode;
 
+use std::process::ExitCode;
+
 use clap::{Parser, Subcommand};
 
 /// Turn videos into model-ready frames and vision-encoder embeddings, on NVIDIA
@@ -46,22 +48,32 @@ enum Command {
     /// Model folders: `reel model init` writes one with random weights.
     Model(model::ModelArgs),
     /// Serve videos-to-embeddings over gRPC (reel.v1), with results handed over through
-    /// CUDA IPC or shared memory.
-    Serve(crate::serve::ServeArgs),
+    /// CUDA IPC or shared memory (options also from a TOML file: --config).
+    Serve(crate::serve::ServeConfig),
     /// Benchmarks (numbers as JSON, for bench/results/).
     Bench(bench::BenchArgs),
 }
 
 impl Cli {
-    pub fn run(self) -> anyhow::Result<()> {
+    /// Runs the command; `matches` are the ones this `Cli` was parsed from (the serve
+    /// configuration needs to know which flags were given).
+    /// The exit code is 0, or what the command says (`transcode`: 2 when videos failed);
+    /// errors are `main`'s to report.
+    pub fn run(self, matches: &clap::ArgMatches) -> anyhow::Result<ExitCode> {
+        let done = |result: anyhow::Result<()>| result.map(|()| ExitCode::SUCCESS);
         match self.command {
-            Command::Probe(args) => probe::run(args),
-            Command::Frames(args) => frames::run(args),
-            Command::Embed(args) => embed::run(args),
-            Command::Model(args) => model::run(args),
+            Command::Probe(args) => done(probe::run(args)),
+            Command::Frames(args) => done(frames::run(args)),
+            Command::Embed(args) => done(embed::run(args)),
+            Command::Model(args) => done(model::run(args)),
             Command::Transcode(args) => transcode::run(args),
-            Command::Serve(args) => crate::serve::run(args),
-            Command::Bench(args) => bench::run(args),
+            Command::Serve(_) => {
+                let serve = matches
+                    .subcommand_matches("serve")
+                    .ok_or_else(|| anyhow::anyhow!("no serve arguments"))?;
+                done(crate::serve::run(crate::serve::ServeConfig::from_matches(serve)?))
+            }
+            Command::Bench(args) => done(bench::run(args)),
         }
     }
 }

@@ -51,7 +51,7 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
                 a.seed,
                 a.dtype,
                 t.elapsed().as_secs_f64()
-            ));
+            ))?;
             Ok(())
         }
     }

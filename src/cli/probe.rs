@@ -34,7 +34,7 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<()> {
         if args.packets {
             value["packets"] = serde_json::to_value(index.packets())?;
         }
-        crate::output::print(serde_json::to_string_pretty(&value)?);
+        crate::output::print(serde_json::to_string_pretty(&value)?)?;
         return Ok(());
     }
     let (dh, dw) = info.display_size();
@@ -103,13 +103,13 @@ pub fn run(args: ProbeArgs) -> anyhow::Result<()> {
         ),
     ];
     for (key, value) in rows {
-        crate::output::print(format_args!("{key:<10} {value}"));
+        crate::output::print(format_args!("{key:<10} {value}"))?;
     }
     let missing = video.missing_packets();
     if missing > 0 {
         crate::output::print(format_args!(
             "warning    the file is truncated: {missing} packets lie past its end"
-        ));
+        ))?;
     }
     Ok(())
 }

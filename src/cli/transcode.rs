@@ -325,7 +325,8 @@ impl ShardWriter {
     }
 }
 
-pub fn run(args: TranscodeArgs) -> anyhow::Result<()> {
+/// Exit code 2 when some videos failed (they are in the manifest).
+pub fn run(args: TranscodeArgs) -> anyhow::Result<std::process::ExitCode> {
     if args.what != What::Frames && args.model.is_none() {
         bail!("--what {:?} needs --model", args.what);
     }
@@ -594,7 +595,7 @@ pub fn run(args: TranscodeArgs) -> anyhow::Result<()> {
         "failures": failures.iter().map(|(s, e)| serde_json::json!({"source": s, "error": e})).collect::<Vec<_>>(),
     });
     if args.json {
-        crate::output::print(serde_json::to_string_pretty(&summary)?);
+        crate::output::print(serde_json::to_string_pretty(&summary)?)?;
     } else if !args.quiet {
         crate::output::print(format_args!(
             "{:<10} {}\n{:<10} {ok} ok, {failed} failed, {skipped} skipped (of {})\n{:<10} {:.1} s, {:.2} videos/s, {:.0} video frames/s on {}\n{:<10} {}",
@@ -609,15 +610,15 @@ pub fn run(args: TranscodeArgs) -> anyhow::Result<()> {
             device_names,
             "manifest",
             manifest_path.display()
-        ));
+        ))?;
         for (source, error) in &failures {
-            crate::output::print(format_args!("failed     {source}: {error}"));
+            crate::output::print(format_args!("failed     {source}: {error}"))?;
         }
     }
-    if failed > 0 {
-        std::process::exit(2);
-    }
-    Ok(())
+    Ok(match failed {
+        0 => std::process::ExitCode::SUCCESS,
+        _ => std::process::ExitCode::from(2),
+    })
 }
 
 /// A video already in the manifest.

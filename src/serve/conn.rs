@@ -8,11 +8,8 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tonic::transport::server::Connected;
 
+pub use super::leases::ConnId;
 use super::leases::Leases;
-
-/// Identifies the connection a request came in on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct ConnId(pub u64);
 
 /// Frees the connection's leases when the connection's I/O is dropped.
 struct Closer {

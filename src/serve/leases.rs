@@ -24,12 +24,17 @@ impl Drop for Held {
     }
 }
 
+/// Identifies the connection a request came in on (`conn` assigns them); a lease taken
+/// on a connection is freed when it closes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct ConnId(pub u64);
+
 struct Lease {
     /// Freed (by its Drop) when the lease goes.
     #[allow(dead_code)]
     held: Held,
     expires: Instant,
-    connection: Option<super::conn::ConnId>,
+    connection: Option<ConnId>,
 }
 
 /// Outstanding leases, by id.
@@ -51,7 +56,7 @@ impl Leases {
     }
 
     /// Registers `held` under a new id, tied to `connection` (freed when it closes).
-    pub fn add(&self, held: Held, connection: Option<super::conn::ConnId>) -> String {
+    pub fn add(&self, held: Held, connection: Option<ConnId>) -> String {
         let id = new_id();
         let lease = Lease {
             held,
@@ -72,7 +77,7 @@ impl Leases {
     }
 
     /// Frees the leases handed out on a connection that closed.
-    pub fn release_connection(&self, connection: super::conn::ConnId) {
+    pub fn release_connection(&self, connection: ConnId) {
         let gone: Vec<Lease> = {
             let mut leases = self.leases.lock().expect("lease lock");
             let ids: Vec<String> = leases

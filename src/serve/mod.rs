@@ -1,5 +1,6 @@
 //! `reel serve`: the gRPC video-to-embedding service.
 
+mod config;
 mod conn;
 mod ipc;
 mod leases;
@@ -9,17 +10,15 @@ mod replica;
 mod service;
 mod status;
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Args;
-use serde::Deserialize;
 use tokio::sync::Semaphore;
 use tokio_stream::StreamExt;
 
 use crate::engine::Device;
+pub use config::ServeConfig;
 use conn::Tracked;
 use leases::Leases;
 use media::MediaRoots;
@@ -27,212 +26,13 @@ use metrics::Metrics;
 use replica::{Replica, Replicas};
 use service::{ReelService, State};
 
-/// Flags of `reel serve`; every one can also be set in the TOML file given by --config.
-#[derive(Debug, Args)]
-pub struct ServeArgs {
-    /// TOML configuration file (keys as the long flags, with underscores; flags win).
-    #[arg(long)]
-    pub config: Option<PathBuf>,
-    /// TCP address to serve gRPC on [default: 127.0.0.1:50051].
-    #[arg(long)]
-    pub listen: Option<String>,
-    /// Also serve on this unix socket.
-    #[arg(long)]
-    pub socket: Option<PathBuf>,
-    /// Permissions of the unix socket, octal [default: 660].
-    #[arg(long)]
-    pub socket_mode: Option<String>,
-    /// Folders clients may name videos in (repeatable). Without any, only inline bytes.
-    #[arg(long = "media-root")]
-    pub media_roots: Vec<PathBuf>,
-    /// A model: NAME=DIR or DIR (a Hugging Face folder); repeatable, the first is the default.
-    #[arg(long = "model")]
-    pub models: Vec<String>,
-    /// Where to run: auto (every GPU, else the CPU), cpu, cuda (every GPU), cuda:N (that
-    /// one). Each GPU gets a copy of every model and takes requests in turn (the least
-    /// busy first); a video's GOP segments decode on every GPU with a free session
-    /// [default: auto].
-    #[arg(long)]
-    pub device: Option<String>,
-    /// Largest inline video upload, bytes [default: 256 MiB].
-    #[arg(long)]
-    pub max_inline_bytes: Option<u64>,
-    /// Requests admitted at once (running + queued); more get RESOURCE_EXHAUSTED [default: 64].
-    #[arg(long)]
-    pub max_queue: Option<usize>,
-    /// Requests processed at once [default: 4].
-    #[arg(long)]
-    pub workers: Option<usize>,
-    /// CPU threads per request [default: cores / workers].
-    #[arg(long)]
-    pub threads: Option<usize>,
-    /// Seconds before an unreleased lease is freed [default: 60].
-    #[arg(long)]
-    pub lease_ttl: Option<f64>,
-    /// Require `authorization: Bearer <token>` (or set REEL_TOKEN).
-    #[arg(long, env = "REEL_TOKEN", hide_env_values = true)]
-    pub token: Option<String>,
-    /// Address of the Prometheus /metrics endpoint [default: 127.0.0.1:9464].
-    #[arg(long)]
-    pub metrics_listen: Option<String>,
-    /// Folder for shared-memory results [default: /dev/shm].
-    #[arg(long)]
-    pub shm_dir: Option<PathBuf>,
-    /// Precision of the vision towers: auto (bf16 on a GPU, f32 on the CPU), f32, bf16.
-    #[arg(long)]
-    pub model_dtype: Option<String>,
-    /// Size of the CUDA IPC result pool on a GPU, MiB [default: 4096].
-    #[arg(long)]
-    pub ipc_pool_mib: Option<u64>,
-    /// Device memory one GPU forward of a vision tower may take for its activations, MiB;
-    /// the batcher fills forwards with slices of many requests up to it [default: 4096].
-    #[arg(long)]
-    pub encoder_memory_mib: Option<u64>,
-    /// Take each temporal slice to the GPU tower as soon as it is decoded, true or false
-    /// [default: true].
-    #[arg(long)]
-    pub stream_slices: Option<bool>,
-    /// Embeddings of recent videos kept for repeated requests (in GPU memory for a GPU
-    /// model), MiB; 0 turns the cache off [default: 2048].
-    #[arg(long)]
-    pub cache_mib: Option<u64>,
-    /// With several GPUs, let every GPU work on each video: each encodes the temporal
-    /// slices it decoded and the embeddings are joined on the request's GPU, true or false.
-    /// Lowers one long video's latency; by default each request encodes on one GPU (a
-    /// replica per GPU), which already keeps every GPU busy under load [default: false].
-    #[arg(long)]
-    pub split_encode: Option<bool>,
-}
-
-/// Effective configuration: file values overridden by flags, then defaults.
-#[derive(Clone, Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct Config {
-    pub listen: Option<String>,
-    pub socket: Option<PathBuf>,
-    pub socket_mode: Option<String>,
-    #[serde(default)]
-    pub media_roots: Vec<PathBuf>,
-    #[serde(default)]
-    pub models: Vec<String>,
-    pub device: Option<String>,
-    #[serde(default = "defaults::max_inline_bytes")]
-    pub max_inline_bytes: u64,
-    #[serde(default = "defaults::max_queue")]
-    pub max_queue: usize,
-    #[serde(default = "defaults::workers")]
-    pub workers: usize,
-    #[serde(default)]
-    pub threads: usize,
-    #[serde(default = "defaults::lease_ttl")]
-    pub lease_ttl: f64,
-    pub token: Option<String>,
-    pub metrics_listen: Option<String>,
-    #[serde(default = "defaults::shm_dir")]
-    pub shm_dir: PathBuf,
-    #[serde(default = "defaults::ipc_pool_mib")]
-    pub ipc_pool_mib: u64,
-    #[serde(default = "defaults::model_dtype")]
-    pub model_dtype: String,
-    #[serde(default = "defaults::encoder_memory_mib")]
-    pub encoder_memory_mib: u64,
-    #[serde(default = "defaults::stream_slices")]
-    pub stream_slices: bool,
-    #[serde(default = "defaults::cache_mib")]
-    pub cache_mib: u64,
-    #[serde(default)]
-    pub split_encode: bool,
-}
-
-mod defaults {
-    pub fn max_inline_bytes() -> u64 {
-        256 << 20
-    }
-    pub fn max_queue() -> usize {
-        64
-    }
-    pub fn workers() -> usize {
-        4
-    }
-    pub fn lease_ttl() -> f64 {
-        60.0
-    }
-    pub fn shm_dir() -> std::path::PathBuf {
-        "/dev/shm".into()
-    }
-    pub fn ipc_pool_mib() -> u64 {
-        4096
-    }
-    pub fn model_dtype() -> String {
-        "auto".into()
-    }
-    pub fn encoder_memory_mib() -> u64 {
-        4096
-    }
-    pub fn stream_slices() -> bool {
-        true
-    }
-    pub fn cache_mib() -> u64 {
-        2048
-    }
-}
-
-impl Config {
-    fn load(args: ServeArgs) -> anyhow::Result<Self> {
-        let mut c: Config = match &args.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("cannot read {}", path.display()))?;
-                toml::from_str(&text)
-                    .with_context(|| format!("invalid configuration {}", path.display()))?
-            }
-            None => toml::from_str("")?,
-        };
-        macro_rules! flag {
-            ($field:ident) => {
-                if let Some(v) = args.$field {
-                    c.$field = v;
-                }
-            };
-            (opt $field:ident) => {
-                if args.$field.is_some() {
-                    c.$field = args.$field;
-                }
-            };
-        }
-        flag!(opt listen);
-        flag!(opt socket);
-        flag!(opt socket_mode);
-        flag!(opt token);
-        flag!(opt device);
-        flag!(opt metrics_listen);
-        flag!(max_inline_bytes);
-        flag!(max_queue);
-        flag!(workers);
-        flag!(threads);
-        flag!(lease_ttl);
-        flag!(shm_dir);
-        flag!(ipc_pool_mib);
-        flag!(model_dtype);
-        flag!(encoder_memory_mib);
-        flag!(stream_slices);
-        flag!(cache_mib);
-        flag!(split_encode);
-        c.media_roots.extend(args.media_roots);
-        c.models.extend(args.models);
-        c.workers = c.workers.max(1);
-        c.max_queue = c.max_queue.max(c.workers);
-        if c.threads == 0 {
-            c.threads = (crate::engine::threads(None) / c.workers).max(1);
-        }
-        Ok(c)
-    }
-}
-
 /// Runs the server until SIGINT/SIGTERM, then finishes in-flight requests.
-pub fn run(args: ServeArgs) -> anyhow::Result<()> {
-    let config = Config::load(args)?;
-    let replicas = Replicas::load(&config, config.device.as_deref().unwrap_or("auto"))?;
+pub fn run(config: ServeConfig) -> anyhow::Result<()> {
+    if config.print_config {
+        crate::output::print(config.to_toml()?.trim_end())?;
+        return Ok(());
+    }
+    let replicas = Replicas::load(&config)?;
     let media = MediaRoots::new(&config.media_roots)?;
     let leases = Arc::new(Leases::new(Duration::from_secs_f64(config.lease_ttl)));
     let metrics = Arc::new(Metrics::default());
@@ -303,10 +103,7 @@ async fn serve(state: Arc<State>) -> anyhow::Result<()> {
     };
 
     // Metrics endpoint.
-    let metrics_addr = config
-        .metrics_listen
-        .clone()
-        .unwrap_or_else(|| "127.0.0.1:9464".into());
+    let metrics_addr = config.metrics_listen.clone();
     let metrics_listener = tokio::net::TcpListener::bind(&metrics_addr)
         .await
         .with_context(|| format!("cannot listen on {metrics_addr} for metrics"))?;
@@ -327,7 +124,7 @@ async fn serve(state: Arc<State>) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(socket);
         let listener = tokio::net::UnixListener::bind(socket)
             .with_context(|| format!("cannot bind {}", socket.display()))?;
-        let mode = u32::from_str_radix(config.socket_mode.as_deref().unwrap_or("660"), 8)
+        let mode = u32::from_str_radix(&config.socket_mode, 8)
             .context("socket_mode must be octal")?;
         std::fs::set_permissions(socket, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
         eprintln!(

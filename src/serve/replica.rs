@@ -9,7 +9,7 @@ use std::sync::Arc;
 use anyhow::Context;
 
 use super::ipc::DevicePool;
-use super::Config;
+use super::ServeConfig;
 use crate::engine::{Device, DeviceChoice, GpuModel, Model, ModelOptions};
 use crate::engine::EmbeddingCache;
 
@@ -51,8 +51,8 @@ impl Drop for Busy {
 impl Replicas {
     /// Opens the devices `--device` names (`cuda` and `auto`: every GPU; `cuda:N`: that
     /// one) and loads every model on each.
-    pub fn load(config: &Config, choice: &str) -> anyhow::Result<Self> {
-        let choice: DeviceChoice = choice.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+    pub fn load(config: &ServeConfig) -> anyhow::Result<Self> {
+        let choice: DeviceChoice = config.device.parse().map_err(|e: String| anyhow::anyhow!(e))?;
         let devices = crate::engine::Devices::open(choice)?.all();
         let options = ModelOptions {
             dtype: config.model_dtype.clone(),

@@ -14,7 +14,7 @@ use super::leases::{write_shm, Held, Leases};
 use super::media::MediaRoots;
 use super::metrics::Metrics;
 use super::replica::Replicas;
-use super::Config;
+use super::ServeConfig;
 use crate::engine::Device;
 use super::status::status;
 use crate::engine::{self, ErrorKind, Input, Values, Want};
@@ -24,7 +24,7 @@ const CHUNK: usize = 4 << 20;
 
 /// Shared server state.
 pub struct State {
-    pub config: Config,
+    pub config: ServeConfig,
     /// The devices requests run on, with their models, result pools and caches.
     pub replicas: Replicas,
     pub media: MediaRoots,
@@ -253,7 +253,7 @@ impl ReelService {
         let _in_flight = Gauge::new(&state.metrics.in_flight);
         let cancel = Cancel::new();
         let _guard = CancelOnDrop(cancel.clone());
-        let threads = state.config.threads;
+        let threads = state.config.threads();
         let replica = Arc::new(state.replicas.pick());
         let want = match model {
             None => Want::Frames,
