@@ -54,7 +54,7 @@ fn probe_prints_json_stream_info() {
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["stream"]["codec"], "h264");
     assert_eq!(v["stream"]["frame_count"], 30);
-    assert_eq!(v["stream"]["rotation"], "270");
+    assert_eq!(v["stream"]["rotation"], 270, "degrees clockwise, a number");
     let err = reel()
         .args(["probe"])
         .arg(data("video/random.bin"))

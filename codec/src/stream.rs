@@ -161,18 +161,23 @@ impl ColorInfo {
     }
 }
 
-/// Clockwise rotation to apply for display (from the MP4 display matrix).
+/// Clockwise rotation to apply for display (from the MP4 display matrix). Serialized as
+/// a number of degrees clockwise (0, 90, 180, 270); ffprobe's `rotation` is
+/// counter-clockwise, so ffprobe's -90 is reel's 90.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(into = "u32")]
 pub enum Rotation {
     #[default]
-    #[serde(rename = "0")]
     None,
-    #[serde(rename = "90")]
     Cw90,
-    #[serde(rename = "180")]
     Cw180,
-    #[serde(rename = "270")]
     Cw270,
+}
+
+impl From<Rotation> for u32 {
+    fn from(r: Rotation) -> u32 {
+        r.degrees()
+    }
 }
 
 impl Rotation {

@@ -17,11 +17,22 @@ enum ModelCommand {
     /// Write a Hugging Face-compatible model folder (config.json + model.safetensors)
     /// with random vision-tower weights, for tests and benchmarks on any machine.
     Init(InitArgs),
+    /// List the model families reel runs: the Hugging Face architectures and model types
+    /// that select each, and the sizes `reel model init` writes.
+    List(ListArgs),
+}
+
+#[derive(Debug, Args)]
+struct ListArgs {
+    /// Print the list as JSON.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, Args)]
 struct InitArgs {
-    /// Architecture: qwen2.5-vl-3b, qwen2.5-vl-7b, qwen2.5-vl-32b, qwen2.5-vl-72b or tiny.
+    /// Architecture: a size from `reel model list` (qwen2.5-vl-3b, qwen2.5-vl-7b,
+    /// qwen2.5-vl-32b, qwen2.5-vl-72b, tiny).
     #[arg(long)]
     arch: String,
     /// Random weights (the only kind reel writes; required to say so).
@@ -40,6 +51,35 @@ struct InitArgs {
 
 pub fn run(args: ModelArgs) -> anyhow::Result<()> {
     match args.command {
+        ModelCommand::List(a) => {
+            use reel_encoder::models::FAMILIES;
+            if a.json {
+                let list: Vec<_> = FAMILIES
+                    .iter()
+                    .map(|f| {
+                        serde_json::json!({
+                            "family": f.name,
+                            "description": f.description,
+                            "architectures": f.architectures,
+                            "model_types": f.model_types,
+                            "presets": f.presets,
+                        })
+                    })
+                    .collect();
+                return crate::output::print(serde_json::to_string_pretty(&list)?);
+            }
+            for f in FAMILIES {
+                crate::output::print(format_args!(
+                    "{}: {}\n  architectures: {}\n  model_type:    {}\n  init --arch:   {}",
+                    f.name,
+                    f.description,
+                    f.architectures.join(", "),
+                    f.model_types.join(", "),
+                    f.presets.join(", ")
+                ))?;
+            }
+            Ok(())
+        }
         ModelCommand::Init(a) => {
             let arch = Arch::from_name(&a.arch)?;
             let t = std::time::Instant::now();
