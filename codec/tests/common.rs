@@ -1,4 +1,5 @@
-//! Shared helpers for the codec integration tests: fixture paths and expectations.
+//! Shared helpers for the codec integration tests: fixture paths, expectations and
+//! digests.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
@@ -24,10 +25,23 @@ pub fn expectations() -> serde_json::Map<String, serde_json::Value> {
     }
 }
 
+/// ffprobe's per-frame MD5s (ffmpeg -f framemd5) of a fixture's expectations, in
+/// presentation order.
+pub fn framemd5(expect: &serde_json::Value) -> Vec<&str> {
+    expect["framemd5"]
+        .as_array()
+        .expect("framemd5")
+        .iter()
+        .map(|v| v.as_str().expect("framemd5 entry"))
+        .collect()
+}
+
+/// Lower-case hex digits.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 pub fn md5_hex(data: &[u8]) -> String {
     use md5::{Digest, Md5};
-    Md5::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex(&Md5::digest(data))
 }

@@ -29,21 +29,13 @@ fn fixtures_match_ffprobe() {
             s["codec"].as_str().unwrap(),
             "{name} codec"
         );
-        assert_eq!(
-            info.width as u64,
-            s["width"].as_u64().unwrap(),
-            "{name} width"
-        );
-        assert_eq!(
-            info.height as u64,
-            s["height"].as_u64().unwrap(),
-            "{name} height"
-        );
-        assert_eq!(
-            info.bit_depth as u64,
-            s["bit_depth"].as_u64().unwrap(),
-            "{name} bit depth"
-        );
+        for (field, ours) in [
+            ("width", info.width as u64),
+            ("height", info.height as u64),
+            ("bit_depth", info.bit_depth as u64),
+        ] {
+            assert_eq!(ours, s[field].as_u64().unwrap(), "{name} {field}");
+        }
         let chroma = match info.chroma {
             Chroma::Yuv420 => "420",
             Chroma::Yuv422 => "422",

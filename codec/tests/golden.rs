@@ -1,6 +1,8 @@
 //! Parity with the Hugging Face reference (qwen-vl-utils 0.0.14 + transformers 5.17 +
 //! torch 2.11 CPU), against goldens made by tests/golden/make_preprocess_golden.py.
 
+mod common;
+
 use std::path::PathBuf;
 
 use reel_codec::pipeline::patchify_frames;
@@ -16,9 +18,15 @@ fn golden_dir() -> PathBuf {
 }
 
 fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
+    common::hex(&Sha256::digest(bytes))
+}
+
+/// A JSON array of unsigned integers.
+fn usizes(v: &Value) -> Vec<usize> {
+    v.as_array()
+        .unwrap()
         .iter()
-        .map(|b| format!("{b:02x}"))
+        .map(|v| v.as_u64().unwrap() as usize)
         .collect()
 }
 
@@ -83,12 +91,7 @@ fn sampling_plans_match_qwen_vl_utils() {
             continue;
         }
         let selection = selection.unwrap_or_else(|e| panic!("{name}: {e}"));
-        let indices: Vec<usize> = out["indices"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as usize)
-            .collect();
+        let indices = usizes(&out["indices"]);
         assert_eq!(
             selection.start_frame as u64,
             out["start_frame"].as_u64().unwrap(),
@@ -191,12 +194,7 @@ fn pixels_match_hf_on_identical_frames() {
         if resized.len() % 2 == 1 {
             resized.push(resized.last().unwrap().clone());
         }
-        let grid: Vec<usize> = case["grid_thw"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as usize)
-            .collect();
+        let grid = usizes(&case["grid_thw"]);
         let pv = patchify_frames(&resized, grid.clone().try_into().unwrap());
         let pv_bytes: Vec<u8> = pv.data.iter().flat_map(|v| v.to_le_bytes()).collect();
         if let Ok(stored) = tensors.tensor(&format!("{name}.pixel_values")) {

@@ -3,7 +3,8 @@
 //! Every fixture in `tests/data/video` is mutated many times (bit flips, random
 //! overwrites, inserted/deleted/duplicated runs, truncation, zeroed ranges, huge values
 //! written into box sizes, table counts, EBML sizes and NAL headers, swapped box types
-//! and element ids) and then opened, indexed, read packet by packet and planned. Bad
+//! and element ids) and then opened, indexed, read packet by packet and planned (by
+//! `reel_codec::robustness::exercise`, which the fuzz targets in `fuzz/` run too). Bad
 //! input must give a typed error: a panic, a case that allocates more than
 //! [`SOFT_LIMIT`] bytes at its peak, or a case slower than [`SLOW_CASE`] fails the test,
 //! which then lists every failing case with its fixture and seed.
@@ -28,6 +29,8 @@
 //! If the process aborts with "memory allocation of N bytes failed", a case went over
 //! the hard limit ([`HARD_LIMIT`]); the line printed just before names it.
 
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -39,7 +42,8 @@ use std::path::PathBuf;
 use std::sync::Once;
 use std::time::{Duration, Instant};
 
-use reel_codec::{SamplePlan, SamplingOptions, Video};
+use reel_codec::robustness::{exercise, Limits, Outcome};
+use reel_codec::{Error, Video};
 
 /// Default number of mutated inputs per fixture (27 fixtures: about 5400 cases).
 const CASES_PER_FIXTURE: usize = 200;
@@ -94,8 +98,23 @@ fn uncharge(n: usize) {
     let _ = LIVE.try_with(|live| live.set(live.get() - n as isize));
 }
 
+/// Charges `size` bytes and allocates them with `alloc`: null if over the hard limit,
+/// refunded if `alloc` fails.
+fn charged(size: usize, alloc: impl FnOnce() -> *mut u8) -> *mut u8 {
+    if !charge(size) {
+        return std::ptr::null_mut();
+    }
+    let p = alloc();
+    if p.is_null() {
+        uncharge(size);
+    }
+    p
+}
+
 /// Writes straight to fd 2: no allocation on this path.
 fn report_hard_limit(request: isize) {
+    // SAFETY: fd 2 (stderr) stays open for the whole process; ManuallyDrop keeps this
+    // File from closing it.
     let mut stderr = ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(2) });
     let _ = stderr.write_all(b"\nmutation test: allocation over the hard limit (");
     let _ = stderr.write_all(itoa(request).as_slice());
@@ -136,30 +155,22 @@ impl ArrayBuf {
     }
 }
 
+// SAFETY: every method forwards to `System` with the caller's arguments unchanged (or
+// returns null, which `GlobalAlloc` allows, to refuse an allocation); the accounting
+// around it only touches thread-locals and never allocates or unwinds.
 unsafe impl GlobalAlloc for Tracking {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if !charge(layout.size()) {
-            return std::ptr::null_mut();
-        }
-        let p = unsafe { System.alloc(layout) };
-        if p.is_null() {
-            uncharge(layout.size());
-        }
-        p
+        // SAFETY: the caller's `alloc` contract (non-zero size) passed on as is.
+        charged(layout.size(), || unsafe { System.alloc(layout) })
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if !charge(layout.size()) {
-            return std::ptr::null_mut();
-        }
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if p.is_null() {
-            uncharge(layout.size());
-        }
-        p
+        // SAFETY: the caller's `alloc_zeroed` contract (non-zero size) passed on as is.
+        charged(layout.size(), || unsafe { System.alloc_zeroed(layout) })
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `System` through this allocator with this `layout`.
         unsafe { System.dealloc(ptr, layout) };
         uncharge(layout.size());
     }
@@ -173,6 +184,8 @@ unsafe impl GlobalAlloc for Tracking {
         } else {
             uncharge(old - new_size);
         }
+        // SAFETY: `ptr` came from `System` through this allocator with `layout`, and
+        // the caller's `realloc` contract on `new_size` passed on as is.
         let p = unsafe { System.realloc(ptr, layout, new_size) };
         if p.is_null() {
             if new_size > old {
@@ -896,77 +909,20 @@ fn mutate(data: &[u8], hot: &Hotspots, seed: u64) -> (Vec<u8>, bool, Vec<String>
 // ---------------------------------------------------------------------------------
 // Running a case.
 
-/// What a case got to: opened or not, and the error kind.
-struct Outcome {
-    opened: bool,
-    error: Option<String>,
-    planned: bool,
-}
+/// How far each case walks an opened input: deeper into the index than the fuzz
+/// targets go, fewer packets read.
+const LIMITS: Limits = Limits {
+    frames: 1 << 20,
+    packets: MAX_PACKETS_READ,
+};
 
-/// Opens the input and exercises everything a caller would touch.
-fn exercise(bytes: Vec<u8>, name: Option<&str>) -> Outcome {
-    let video = match Video::from_bytes(bytes, name) {
-        Ok(v) => v,
-        Err(e) => {
-            let _ = e.to_string();
-            let kind = format!("{e:?}");
-            let kind = kind
-                .split(|c: char| !c.is_alphanumeric())
-                .next()
-                .unwrap_or_default()
-                .to_string();
-            return Outcome {
-                opened: false,
-                error: Some(kind),
-                planned: false,
-            };
-        }
-    };
-    let info = video.info();
-    let _ = format!("{info:?}");
-    let _ = video.config().parameter_sets().len();
-    let index = video.index();
-    let n = index.len();
-    assert!(n > 0, "an opened video has packets");
-    // Presentation order is a permutation of decode order.
-    for f in 0..n.min(1 << 20) {
-        let p = index.frame_packet(f);
-        assert_eq!(index.packet_frame(p), f, "frame {f} <-> packet {p}");
-        let _ = index.is_leading(p);
-        let _ = index.gop_start(index.gop_of(p));
-        let _ = index.frame_time(f, info.time_base);
-    }
-    let _ = index.gop_count();
-    let _ = index.gop_starts().count();
-    let _ = video.missing_packets();
-    let (mut scratch, mut out) = (Vec::new(), Vec::new());
-    for i in 0..n.min(MAX_PACKETS_READ) {
-        let _ = video.decoder_packet(i, &mut scratch, &mut out);
-        let _ = video.read_packet(i, &mut out);
-    }
-    let mut planned = false;
-    if let Ok(plan) = SamplePlan::new(info, index, &SamplingOptions::default()) {
-        planned = true;
-        assert!(
-            plan.frames.iter().all(|&f| f < n),
-            "planned frame past the end"
-        );
-        assert!(
-            plan.decode.iter().all(|r| r.packets.end <= n),
-            "decode range past the end"
-        );
-        let _ = (plan.tokens(), plan.decoded_packets());
-    }
-    let other = SamplingOptions {
-        timestamps: Some(vec![0.0, info.duration / 2.0, info.duration]),
-        ..SamplingOptions::default()
-    };
-    let _ = SamplePlan::new(info, index, &other);
-    Outcome {
-        opened: true,
-        error: None,
-        planned,
-    }
+/// The error's variant name ("Malformed", "Truncated", ...).
+fn error_kind(e: &Error) -> String {
+    format!("{e:?}")
+        .split(|c: char| !c.is_alphanumeric())
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 struct Failure {
@@ -1016,7 +972,7 @@ fn run(fixture: &str, bytes: Vec<u8>, with_name: bool, quiet: bool) -> Ran {
     PEAK.set(base);
     BASE.set(Some(base));
     let start = Instant::now();
-    let result = panic::catch_unwind(AssertUnwindSafe(|| exercise(bytes, name)));
+    let result = panic::catch_unwind(AssertUnwindSafe(|| exercise(bytes, name, LIMITS)));
     let elapsed = start.elapsed();
     BASE.set(None);
     QUIET.set(false);
@@ -1051,12 +1007,8 @@ fn run(fixture: &str, bytes: Vec<u8>, with_name: bool, quiet: bool) -> Ran {
     }
 }
 
-fn video_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/data/video")
-}
-
 fn fixtures() -> Vec<(String, Vec<u8>)> {
-    let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(video_dir())
+    let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(common::video_dir())
         .expect("tests/data/video")
         .map(|e| e.expect("dir entry").path())
         .filter(|p| {
@@ -1096,7 +1048,7 @@ fn replay(spec: &str) {
         .rsplit_once(':')
         .expect("REEL_MUTATION_CASE=<fixture>:<seed>");
     let seed = parse_seed(seed);
-    let data = std::fs::read(video_dir().join(fixture)).expect("fixture");
+    let data = fixture_bytes(fixture);
     let hot = Hotspots::find(fixture, &data);
     let (bytes, with_name, steps) = mutate(&data, &hot, seed);
     eprintln!("{fixture} seed {seed:#018x} (name hint: {with_name}):");
@@ -1107,11 +1059,10 @@ fn replay(spec: &str) {
     dump(fixture, seed, &bytes);
     install_hook();
     let ran = run(fixture, bytes, with_name, false);
-    if let Some(o) = &ran.outcome {
-        eprintln!(
-            "  opened: {}, error: {:?}, planned: {}",
-            o.opened, o.error, o.planned
-        );
+    match &ran.outcome {
+        Some(Outcome::Opened { planned }) => eprintln!("  opened, planned: {planned}"),
+        Some(Outcome::Rejected(e)) => eprintln!("  error: {} ({e})", error_kind(e)),
+        None => {}
     }
     eprintln!(
         "  {:.1?}, peak {:.2} MiB",
@@ -1162,12 +1113,13 @@ fn mutated_fixtures_give_typed_errors_with_bounded_memory() {
             let copy = std::env::var_os("REEL_MUTATION_DUMP").map(|_| bytes.clone());
             let ran = run(fixture, bytes, with_name, true);
             cases += 1;
-            if let Some(o) = &ran.outcome {
-                opened += usize::from(o.opened);
-                planned += usize::from(o.planned);
-                if let Some(e) = &o.error {
-                    *errors.entry(e.clone()).or_default() += 1;
+            match &ran.outcome {
+                Some(Outcome::Opened { planned: p }) => {
+                    opened += 1;
+                    planned += usize::from(*p);
                 }
+                Some(Outcome::Rejected(e)) => *errors.entry(error_kind(e)).or_default() += 1,
+                None => {}
             }
             if ran.elapsed > slowest.0 {
                 slowest = (ran.elapsed, id.clone());
@@ -1279,12 +1231,46 @@ fn annexb(nals: &[Vec<u8>]) -> Vec<u8> {
         .collect()
 }
 
-fn h264_sps(build: impl FnOnce(&mut Bits)) -> Vec<u8> {
+/// An H.264 SPS: `header` writes its first fields, then `build` the rest.
+fn h264_sps(header: impl FnOnce(&mut Bits), build: impl FnOnce(&mut Bits)) -> Vec<u8> {
     let mut b = Bits::default();
+    header(&mut b);
     build(&mut b);
     let mut nal = vec![0x67];
     nal.extend(b.rbsp());
     annexb(&[nal])
+}
+
+/// Baseline profile, level 3.0, seq_parameter_set_id 0; `build` writes the rest, from
+/// log2_max_frame_num_minus4 on.
+fn h264_baseline_sps(build: impl FnOnce(&mut Bits)) -> Vec<u8> {
+    h264_sps(
+        |b| {
+            b.put(66, 8).put(0, 8).put(30, 8).ue(0);
+        },
+        build,
+    )
+}
+
+/// A Baseline SPS with 4-bit frame_num and POC lsb (pic_order_cnt_type 0), one
+/// reference frame and no gaps; `build` writes the rest, from pic_width_in_mbs_minus1
+/// on.
+fn h264_baseline_sps_from_size(build: impl FnOnce(&mut Bits)) -> Vec<u8> {
+    h264_baseline_sps(|b| {
+        b.ue(0).ue(0).ue(0).ue(1).put(0, 1);
+        build(b);
+    })
+}
+
+/// High profile, level 4.0, seq_parameter_set_id 0, 4:2:0; `build` writes the rest,
+/// from bit_depth_luma_minus8 on.
+fn h264_high_sps(build: impl FnOnce(&mut Bits)) -> Vec<u8> {
+    h264_sps(
+        |b| {
+            b.put(100, 8).put(0, 8).put(40, 8).ue(0).ue(1);
+        },
+        build,
+    )
 }
 
 fn hevc_sps(build: impl FnOnce(&mut Bits)) -> Vec<u8> {
@@ -1387,8 +1373,8 @@ impl Mkv {
     }
 }
 
-fn fixture(name: &str) -> Vec<u8> {
-    std::fs::read(video_dir().join(name)).expect("fixture")
+fn fixture_bytes(name: &str) -> Vec<u8> {
+    std::fs::read(common::fixture(name)).expect("fixture")
 }
 
 /// Where children start inside a box's payload.
@@ -1491,64 +1477,43 @@ fn crafted() -> Vec<(&'static str, Vec<u8>, &'static str)> {
     // --- H.264 / HEVC parameter sets (raw Annex-B streams)
     add(
         "H.264 SPS: bit_depth_luma_minus8 = 2^32-2",
-        h264_sps(|b| {
-            b.put(100, 8).put(0, 8).put(40, 8).ue(0).ue(1).ue(UE_MAX);
+        h264_high_sps(|b| {
+            b.ue(UE_MAX);
         }),
         "x.h264",
     );
     add(
         "H.264 SPS: bit_depth_chroma_minus8 = 2^32-2",
-        h264_sps(|b| {
-            b.put(100, 8)
-                .put(0, 8)
-                .put(40, 8)
-                .ue(0)
-                .ue(1)
-                .ue(0)
-                .ue(UE_MAX);
+        h264_high_sps(|b| {
+            b.ue(0).ue(UE_MAX);
         }),
         "x.h264",
     );
     add(
         "H.264 SPS: log2_max_pic_order_cnt_lsb_minus4 = 2^32-2",
-        h264_sps(|b| {
-            b.put(66, 8)
-                .put(0, 8)
-                .put(30, 8)
-                .ue(0)
-                .ue(0)
-                .ue(0)
-                .ue(UE_MAX);
+        h264_baseline_sps(|b| {
+            b.ue(0).ue(0).ue(UE_MAX);
         }),
         "x.h264",
     );
     add(
         "H.264 SPS: log2_max_frame_num_minus4 = 2^32-2",
-        h264_sps(|b| {
-            b.put(66, 8).put(0, 8).put(30, 8).ue(0).ue(UE_MAX);
+        h264_baseline_sps(|b| {
+            b.ue(UE_MAX);
         }),
         "x.h264",
     );
     add(
         "H.264 SPS: scaling list delta_scale = 2^31-1",
-        h264_sps(|b| {
-            b.put(100, 8).put(0, 8).put(40, 8).ue(0).ue(1).ue(0).ue(0);
+        h264_high_sps(|b| {
+            b.ue(0).ue(0);
             b.put(0, 1).put(1, 1).put(1, 1).ue(UE_MAX - 1); // se = +(2^31 - 1)
         }),
         "x.h264",
     );
     add(
         "H.264 SPS: frame_crop_left+right overflow u32",
-        h264_sps(|b| {
-            b.put(66, 8)
-                .put(0, 8)
-                .put(30, 8)
-                .ue(0)
-                .ue(0)
-                .ue(0)
-                .ue(0)
-                .ue(1)
-                .put(0, 1);
+        h264_baseline_sps_from_size(|b| {
             b.ue(19).ue(14).put(1, 1).put(1, 1).put(1, 1);
             b.ue(UE_MAX).ue(1).ue(0).ue(0).put(0, 1);
         }),
@@ -1570,16 +1535,7 @@ fn crafted() -> Vec<(&'static str, Vec<u8>, &'static str)> {
     );
     {
         // SPS 16384x16, PPS, one IDR slice: opens as far as the geometry check.
-        let mut stream = h264_sps(|b| {
-            b.put(66, 8)
-                .put(0, 8)
-                .put(30, 8)
-                .ue(0)
-                .ue(0)
-                .ue(0)
-                .ue(0)
-                .ue(1)
-                .put(0, 1);
+        let mut stream = h264_baseline_sps_from_size(|b| {
             b.ue(1023).ue(0).put(1, 1).put(1, 1).put(0, 1).put(0, 1);
         });
         let mut pps = vec![0x68];
@@ -1632,23 +1588,22 @@ fn crafted() -> Vec<(&'static str, Vec<u8>, &'static str)> {
         .build(),
         "x.webm",
     );
-    add(
-        "Matroska: block timecodes -100 and i64::MAX - 5",
+    let far_apart = || {
         Mkv::vp9(vec![
             (0, vec![(-100, vp9_key_frame())]),
             ((i64::MAX - 10) as u64, vec![(5, vp9_key_frame())]),
         ])
-        .build(),
+    };
+    add(
+        "Matroska: block timecodes -100 and i64::MAX - 5",
+        far_apart().build(),
         "x.webm",
     );
     add(
         "Matroska: no DefaultDuration, block timecodes -100 and i64::MAX - 5",
         Mkv {
             default_duration: None,
-            ..Mkv::vp9(vec![
-                (0, vec![(-100, vp9_key_frame())]),
-                ((i64::MAX - 10) as u64, vec![(5, vp9_key_frame())]),
-            ])
+            ..far_apart()
         }
         .build(),
         "x.webm",
@@ -1665,7 +1620,7 @@ fn crafted() -> Vec<(&'static str, Vec<u8>, &'static str)> {
 
     // --- fragmented MP4 (h264_frag.mp4: tfhd default-base-is-moof, trun v0 with sizes
     // and composition offsets, tfdt v1)
-    let frag = fixture("h264_frag.mp4");
+    let frag = fixture_bytes("h264_frag.mp4");
     {
         let mut d = frag.clone();
         let tfdt = mp4_payload_at(&d, 0, &TRAF_TFDT);
@@ -1731,7 +1686,7 @@ fn crafted() -> Vec<(&'static str, Vec<u8>, &'static str)> {
 
     // --- progressive MP4
     {
-        let base = fixture("h264_baseline.mp4");
+        let base = fixture_bytes("h264_baseline.mp4");
         let stco = mp4_payload_at(&base, 0, &stbl(b"stco"));
         let count = be32(&base, stco + 4) as usize;
         let mut payload = base[stco..stco + 8].to_vec();
@@ -1747,7 +1702,7 @@ fn crafted() -> Vec<(&'static str, Vec<u8>, &'static str)> {
         add("MP4: co64 chunk offset 2^64 - 17", d, "x.mp4");
     }
     {
-        let mut d = fixture("h264_main_bframes.mp4");
+        let mut d = fixture_bytes("h264_main_bframes.mp4");
         let ctts = mp4_payload_at(&d, 0, &stbl(b"ctts"));
         put(&mut d, ctts + 12, &0xFFFF_FFF0u32.to_be_bytes()); // first offset: -16
         let mut elst = vec![1, 0, 0, 0, 0, 0, 0, 1];
@@ -1762,20 +1717,20 @@ fn crafted() -> Vec<(&'static str, Vec<u8>, &'static str)> {
         );
     }
     {
-        let mut d = fixture("h264_baseline.mp4");
+        let mut d = fixture_bytes("h264_baseline.mp4");
         let moov = mp4_chain(&d, 0, &[b"moov"])[0];
         put(&mut d, moov, &0x7FFF_FFFFu32.to_be_bytes());
         add("MP4: moov claims 2 GB", d, "x.mp4");
     }
     {
-        let mut d = fixture("h264_baseline.mp4");
+        let mut d = fixture_bytes("h264_baseline.mp4");
         let stsz = mp4_payload_at(&d, 0, &stbl(b"stsz"));
         put(&mut d, stsz + 4, &1u32.to_be_bytes()); // constant size 1
         put(&mut d, stsz + 8, &0x00FF_FFFFu32.to_be_bytes());
         add("MP4: stsz 16M samples of 1 byte", d, "x.mp4");
     }
     {
-        let mut d = fixture("vp9.mp4");
+        let mut d = fixture_bytes("vp9.mp4");
         let entry = mp4_payload_at(
             &d,
             0,
@@ -1805,8 +1760,8 @@ fn crafted_inputs_give_typed_errors_with_bounded_memory() {
         });
         let ran = run(hint, data, true, true);
         let outcome = match &ran.outcome {
-            Some(o) if o.opened => "opened".to_string(),
-            Some(o) => format!("{:?}", o.error.as_deref().unwrap_or("?")),
+            Some(Outcome::Opened { .. }) => "opened".to_string(),
+            Some(Outcome::Rejected(e)) => format!("{:?}", error_kind(e)),
             None => "panicked".to_string(),
         };
         eprintln!(
