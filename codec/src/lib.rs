@@ -20,6 +20,8 @@ mod index;
 pub mod pipeline;
 pub mod plan;
 pub mod preprocess;
+#[doc(hidden)]
+pub mod robustness;
 mod source;
 mod stream;
 mod video;

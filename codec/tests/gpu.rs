@@ -7,6 +7,7 @@
 //! very pictures NVDEC decoded.
 
 mod common;
+mod common_gpu;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -53,11 +54,10 @@ fn nvdec_decodes_every_fixture_bit_exactly() {
         let video = Video::open(common::fixture(&name)).unwrap();
         let all: Vec<usize> = (0..video.index().len()).collect();
         let mut got = BTreeMap::new();
-        let report = gpu
-            .decode_yuv(&video, &all, &mut |frame, yuv, _| {
-                got.insert(frame, common::md5_hex(&yuv));
-            })
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let report = common_gpu::decode_yuv(&gpu, &video, &all, &mut |frame, yuv, _| {
+            got.insert(frame, common::md5_hex(&yuv));
+        })
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
         let md5s = expect["framemd5"].as_array().unwrap();
         let damaged: Vec<u64> = expect
             .get("damaged_frames")
@@ -129,7 +129,7 @@ fn gpu_preprocessing_matches_cpu_on_the_same_pictures() {
             let info = video.info();
             let (h, w) = (plan.resized_height as usize, plan.resized_width as usize);
             let mut by_frame = BTreeMap::new();
-            gpu.decode_yuv(&video, &plan.frames, &mut |frame, yuv, corrupt| {
+            common_gpu::decode_yuv(&gpu, &video, &plan.frames, &mut |frame, yuv, corrupt| {
                 let decoded = DecodedFrame {
                     frame,
                     image: yuv_image(info, &yuv),

@@ -38,10 +38,11 @@ struct ColorArg {
     identity: i32,
 }
 
-// SAFETY: both are #[repr(C)] plain data laid out exactly like the CUDA structs they are
-// passed as (sizes asserted below).
+// SAFETY: both are #[repr(C)], Copy, plain integers and floats with no padding-dependent
+// invariants, laid out exactly like the CUDA structs they are passed by value as (sizes
+// asserted below), so their bytes are a valid kernel argument.
 unsafe impl DeviceRepr for SurfaceArg {}
-// SAFETY: as above.
+// SAFETY: as for SurfaceArg above.
 unsafe impl DeviceRepr for ColorArg {}
 const _: () =
     assert!(std::mem::size_of::<SurfaceArg>() == 48 && std::mem::size_of::<ColorArg>() == 36);
@@ -228,9 +229,12 @@ impl<'a> FrameKernels<'a> {
             .arg(&self.h_taps.max_taps)
             .arg(&out_w)
             .arg(&mut self.tmp);
-        // SAFETY: kernel-launch boundary. Arguments match convert_resize_h's signature;
-        // the surface stays mapped until `write` synchronizes the stream, and `tmp`
-        // holds 3 × display_h × out_w floats.
+        // SAFETY: kernel-launch contract: the arguments match convert_resize_h's
+        // signature in kernels/preprocess.cu, in order and type; the kernel was loaded in
+        // this GPU's context, which the stream belongs to. The surface (checked above to
+        // be the stream's size) stays mapped until `write` synchronizes the stream, the
+        // tap tables live in `self`, and `tmp` holds the 3 × display_h × out_w floats
+        // the grid writes.
         unsafe {
             pass1.launch(LaunchConfig {
                 grid_dim: grid_for(ow, dh),
@@ -277,10 +281,12 @@ impl<'a> FrameKernels<'a> {
             .arg(&grid_w)
             .arg(&bf16)
             .arg(&out);
-        // SAFETY: kernel-launch boundary. Arguments match resize_v_patchify; `out` is the
-        // job's output buffer (alive until every worker has joined) or this worker's
-        // one-slice staging buffer (slot 0 or 1), and each slot's elements are written
-        // by exactly one launch.
+        // SAFETY: kernel-launch contract: the arguments match resize_v_patchify's
+        // signature in kernels/preprocess.cu, in order and type; the kernel and `tmp`
+        // belong to this GPU's context. `out` is a buffer of this GPU: the job's output
+        // part (sized for its slices, alive until every worker has joined) or this
+        // worker's one-slice staging buffer (slot 0 or 1), and the grid writes only the
+        // values of slot `slot`, which no other launch writes.
         unsafe {
             pass2.launch(LaunchConfig {
                 grid_dim: grid_for(ow, oh),

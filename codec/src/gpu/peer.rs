@@ -31,7 +31,8 @@ pub(super) fn enable_peer_access(a: &CudaContext, b: &CudaContext) -> Result<boo
     let mut direct = true;
     for (from, to) in [(a, b), (b, a)] {
         let mut can = 0;
-        // SAFETY: FFI boundary: writes one int for two valid device handles.
+        // SAFETY: `can` is a valid out-pointer for one int, and both device handles come
+        // from live contexts.
         unsafe { sys::cuDeviceCanAccessPeer(&mut can, from.cu_device(), to.cu_device()) }
             .result()
             .map_err(driver)?;
@@ -40,8 +41,9 @@ pub(super) fn enable_peer_access(a: &CudaContext, b: &CudaContext) -> Result<boo
             continue;
         }
         from.bind_to_thread().map_err(driver)?;
-        // SAFETY: FFI boundary: both contexts are alive (held by their `Gpu`s, which
-        // live for the process); the current context is `from`.
+        // SAFETY: both contexts are alive (the caller borrows them from their `Gpu`s),
+        // `from` is current on this thread (bound just above), and peer access from it to
+        // `to` is supported (checked just above); flags must be 0.
         let r = unsafe { sys::cuCtxEnablePeerAccess(to.cu_ctx(), 0) };
         if r != sys::CUresult::CUDA_ERROR_PEER_ACCESS_ALREADY_ENABLED {
             r.result().map_err(driver)?;
@@ -120,9 +122,12 @@ impl SliceCopy {
             Height: lines,
             Depth: 1,
         };
-        // SAFETY: FFI boundary: `src` is a one-slice buffer (rows × PATCH_DIM values) on
-        // the source GPU and `dst` a pixel-values buffer holding slice `slice`, both alive
-        // until the caller synchronizes `stream`; the copy stays inside both.
+        // SAFETY: `copy` is fully initialized and read during the call only. `src` is a
+        // one-slice buffer (rows × PATCH_DIM values of `size` bytes) in context `from`,
+        // and `dst` a pixel-values buffer in context `to` holding slice `slice`: the 2-D
+        // copy (3 × rows lines of `run` bytes at a pitch of 2 × run, from column
+        // half × run) stays inside both. The caller keeps both buffers alive until it
+        // synchronizes `stream`, a stream of `from`.
         unsafe { sys::cuMemcpy3DPeerAsync(&copy, stream.cu_stream()) }
             .result()
             .map_err(driver)

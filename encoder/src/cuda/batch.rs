@@ -529,8 +529,10 @@ fn gather(
 
 /// Copies `len` bytes between device addresses on the tower's stream.
 fn copy(tower: &CudaTower, dst: u64, src: u64, len: usize) -> Result<()> {
-    // SAFETY: FFI boundary: both ranges lie inside live device allocations (the callers
-    // hold the buffers, and compute `len` from the same shapes that sized them).
+    // SAFETY: both `len`-byte ranges lie inside live device allocations of the tower's
+    // context: the two callers in this module hold the buffers across the copy and the
+    // stream synchronization, and compute `len` and the offsets from the same shapes that
+    // sized them.
     unsafe { cudarc::driver::result::memcpy_dtod_async(dst, src, len, tower.stream.cu_stream()) }
         .map_err(cuda)
 }

@@ -48,8 +48,9 @@ struct Prepared {
 
 impl Drop for Prepared {
     fn drop(&mut self) {
-        // SAFETY: FFI boundary: each handle was created once by `prepare` and is
-        // destroyed once here.
+        // SAFETY: each handle was created once by `prepare`, is owned by this value alone
+        // and is destroyed once, here; no launch that uses it is still being enqueued
+        // (launches hold the cache lock and `&self`).
         unsafe {
             result::destroy_matrix_layout(self.a).ok();
             result::destroy_matrix_layout(self.b).ok();
@@ -104,7 +105,8 @@ impl Gemm {
 
     fn prepare(&self, s: Shape) -> Result<Prepared> {
         let set_desc = |desc, attr, value: &i32| {
-            // SAFETY: FFI boundary: an i32 attribute of a live descriptor.
+            // SAFETY: `desc` was just created by `create_matmul_desc` and is live; the
+            // attribute is an i32 and `value` points to one for the call's duration.
             unsafe {
                 result::set_matmul_desc_attribute(desc, attr, (value as *const i32).cast(), 4)
             }
@@ -140,8 +142,10 @@ impl Gemm {
         let c = result::create_matrix_layout(t, s.out, s.rows, s.out as i64).map_err(blas)?;
         let pref = result::create_matmul_pref().map_err(blas)?;
         let ws = WORKSPACE as u64;
-        // SAFETY: FFI boundary: a u64 attribute of a live preference; then the heuristic
-        // over live descriptors; the preference is destroyed right after.
+        // SAFETY: `pref` and the descriptor and layouts were just created and are live;
+        // the workspace attribute is a u64 and `ws` points to one for the call; the
+        // heuristic writes one result into `heuristic`; the preference is destroyed right
+        // after, once.
         let heuristic = unsafe {
             result::set_matmul_pref_attribute(
                 pref,
@@ -184,9 +188,15 @@ impl Gemm {
         };
         let (alpha, beta) = (1.0f32, 0.0f32);
         let (ws, _ws_guard) = self.workspace.device_ptr(&self.stream);
-        // SAFETY: FFI boundary: the caller guarantees the device buffers' sizes for this
-        // shape; the bias pointer attribute is set on the cached descriptor under the
-        // cache lock, immediately before the launch that uses it.
+        // SAFETY: cublasLtMatmul's contract. `w`, `bias`, `x` and `y` are device addresses
+        // in this tower's context of at least out × inp, out, rows × inp and rows × out
+        // elements of `elem`: `Layer`s come from the tower's uploaded weights and every
+        // caller in this crate sizes `x` and `y` from the same `rows` (see `linear`'s
+        // doc); they stay alive until the stream is synchronized, since the tower owns
+        // them. The workspace is WORKSPACE bytes of this context. The bias attribute is
+        // set on the cached descriptor under the cache lock, immediately before the
+        // launch that reads it (cuBLASLt copies it at enqueue time), and `alpha`/`beta`
+        // are host f32s read during the call.
         unsafe {
             if let Some(b) = bias {
                 result::set_matmul_desc_attribute(
@@ -223,7 +233,8 @@ impl Gemm {
 impl Drop for Gemm {
     fn drop(&mut self) {
         self.cache.lock().map(|mut c| c.clear()).ok();
-        // SAFETY: FFI boundary: the handle was created in `new`; cached plans are gone.
+        // SAFETY: the handle was created in `new` and is destroyed once, here; the cached
+        // plans made with it were destroyed just above.
         unsafe { result::destroy_handle(self.handle) }.ok();
     }
 }

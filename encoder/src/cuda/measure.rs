@@ -56,7 +56,8 @@ pub struct PoolPeak {
 
 fn pool_attr(pool: sys::CUmemoryPool, attr: sys::CUmemPool_attribute) -> Result<u64> {
     let mut v = 0u64;
-    // SAFETY: FFI boundary: the attribute is a u64 of a live pool.
+    // SAFETY: `pool` is a device's default memory pool (it lives as long as the
+    // process); the attributes queried here are u64s and `v` is one.
     unsafe { sys::cuMemPoolGetAttribute(pool, attr, (&mut v as *mut u64).cast()) }
         .result()
         .map_err(cuda)?;
@@ -68,7 +69,8 @@ impl PoolPeak {
     pub fn start(ctx: &Arc<CudaContext>) -> Result<Self> {
         ctx.bind_to_thread().map_err(cuda)?;
         let mut pool = std::ptr::null_mut();
-        // SAFETY: FFI boundary: the default pool of the context's device.
+        // SAFETY: `ctx` is a live context bound to this thread and `pool` a valid
+        // out-pointer for the device's default memory pool handle.
         unsafe { sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device()) }
             .result()
             .map_err(cuda)?;
@@ -77,7 +79,8 @@ impl PoolPeak {
             sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_CURRENT,
         )?;
         let mut zero = 0u64;
-        // SAFETY: FFI boundary: resetting USED_MEM_HIGH takes a u64 zero.
+        // SAFETY: `pool` is the live default pool queried above; USED_MEM_HIGH is set by
+        // a pointer to a u64 zero, which `zero` is for the call's duration.
         unsafe {
             sys::cuMemPoolSetAttribute(
                 pool,

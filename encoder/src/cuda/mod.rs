@@ -44,8 +44,10 @@ macro_rules! launch {
     ($tower:expr, $f:expr, $cfg:expr, $($arg:expr),+ $(,)?) => {{
         let mut builder = $tower.stream.launch_builder($f);
         $( builder.arg($arg); )+
-        // SAFETY: kernel-launch boundary: each use passes arguments matching the kernel's
-        // signature in kernels/vision.cu, pointing at buffers sized for the launch.
+        // SAFETY: kernel-launch contract: every use of `launch!` passes arguments in the
+        // order and of the types of the kernel's signature in kernels/vision.cu, device
+        // pointers into this tower's buffers (of its context, alive until its stream is
+        // synchronized), sized by the caller for the launch's grid.
         unsafe { builder.launch($cfg) }.map(|_| ()).map_err(cuda)
     }};
 }
@@ -124,6 +126,14 @@ impl DeviceEmbeddings {
             )));
         }
         let row_bytes = hidden * dtype.size_in_bytes();
+        // The fields are public: check the sizes the copies below rely on.
+        if let Some(p) = parts.iter().find(|p| p.buffer.len() < p.rows * row_bytes) {
+            return Err(Error::InvalidInput(format!(
+                "embeddings of {} rows in a buffer of {} bytes",
+                p.rows,
+                p.buffer.len()
+            )));
+        }
         let rows: usize = parts.iter().map(|p| p.rows).sum();
         stream.context().bind_to_thread().map_err(cuda)?;
         let mut buffer = stream
@@ -134,9 +144,11 @@ impl DeviceEmbeddings {
             let bytes = part.rows * row_bytes;
             let (src, _read) = part.buffer.device_ptr(stream);
             let (dst, _write) = buffer.device_ptr_mut(stream);
-            // SAFETY: FFI boundary: copies `bytes` from the start of `part.buffer` (at least
-            // rows × hidden values) to `offset` in `buffer` (sized for every part's rows);
-            // both stay alive until the stream is synchronized below.
+            // SAFETY: copies `bytes` from the start of `part.buffer` (at least that long,
+            // checked above) to `offset` in `buffer` (allocated for the sum of the parts'
+            // rows, so offset + bytes ≤ its length); each context handle is that of the
+            // buffer's own device, and both buffers are borrowed here, so they stay alive
+            // until the stream is synchronized below.
             unsafe {
                 cudarc::driver::sys::cuMemcpyPeerAsync(
                     dst + offset as u64,

@@ -171,9 +171,12 @@ mod tests {
 
     #[test]
     fn architectures_then_model_type_select_the_family() {
-        let (f, name) = select(&json!({"architectures": ["Qwen2_5_VLForConditionalGeneration"]}))
-            .unwrap();
-        assert_eq!((f.name, name.as_str()), ("qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration"));
+        let (f, name) =
+            select(&json!({"architectures": ["Qwen2_5_VLForConditionalGeneration"]})).unwrap();
+        assert_eq!(
+            (f.name, name.as_str()),
+            ("qwen2_5_vl", "Qwen2_5_VLForConditionalGeneration")
+        );
         let (f, name) = select(&json!({"model_type": "qwen2_5_vl"})).unwrap();
         assert_eq!((f.name, name.as_str()), ("qwen2_5_vl", "qwen2_5_vl"));
     }

@@ -28,9 +28,12 @@ pub const FAMILY: Family = Family {
     preprocessing,
 };
 
-/// OpenAI CLIP's normalization, the Qwen2-VL processors' default.
+/// OpenAI CLIP's normalization, the Qwen2-VL processors' default (the processor's
+/// decimal constants, as torch rounds them to f32).
+#[allow(clippy::excessive_precision)]
 pub const CLIP_MEAN: [f32; 3] = [0.481_454_66, 0.457_827_5, 0.408_210_73];
 /// See [`CLIP_MEAN`].
+#[allow(clippy::excessive_precision)]
 pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
 
 /// The processor's parameters: `video_preprocessor_config.json`, else
@@ -78,9 +81,11 @@ fn preprocessing(dir: &Path, vision: &VisionConfig) -> Result<Preprocessing> {
             .get(key)
             .filter(|v| !v.is_null())
             .map(|v| {
-                let values: Option<Vec<f32>> = v
-                    .as_array()
-                    .map(|a| a.iter().filter_map(|x| x.as_f64().map(|x| x as f32)).collect());
+                let values: Option<Vec<f32>> = v.as_array().map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_f64().map(|x| x as f32))
+                        .collect()
+                });
                 match values.as_deref() {
                     Some(&[a, b, c]) => Ok([a, b, c]),
                     _ => Err(bad(key, v)),
@@ -136,8 +141,11 @@ mod tests {
         let p = preprocessing(&dir, &vision).unwrap();
         assert_eq!((p.image_mean, p.image_std), ([0.5; 3], [0.5; 3]));
         assert_eq!((p.min_pixels, p.max_pixels), (Some(3136), Some(12845056)));
-        std::fs::write(dir.join("video_preprocessor_config.json"), r#"{"patch_size": "x"}"#)
-            .unwrap();
+        std::fs::write(
+            dir.join("video_preprocessor_config.json"),
+            r#"{"patch_size": "x"}"#,
+        )
+        .unwrap();
         let err = preprocessing(&dir, &vision).unwrap_err().to_string();
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(err.contains("patch_size"), "{err}");

@@ -43,8 +43,8 @@ impl Nvcuvid {
     fn load() -> Result<Self, String> {
         let mut last_error = String::new();
         for &name in LIBRARY_NAMES {
-            // SAFETY: FFI boundary. Loading libnvcuvid runs only the driver library's
-            // own initializers.
+            // SAFETY: loading libnvcuvid runs only the NVIDIA driver library's own
+            // initializers, which have no preconditions on the caller.
             match unsafe { libloading::Library::new(name) } {
                 Ok(lib) => return Self::resolve(lib),
                 Err(e) => last_error = e.to_string(),
@@ -56,8 +56,9 @@ impl Nvcuvid {
     fn resolve(lib: libloading::Library) -> Result<Self, String> {
         macro_rules! symbol {
             ($name:literal) => {
-                // SAFETY: FFI boundary. The symbol is declared in cuviddec.h/nvcuvid.h
-                // with exactly the signature of the field it is stored in.
+                // SAFETY: the symbol is declared in cuviddec.h/nvcuvid.h with exactly the
+                // signature of the field it is stored in, and the library stays loaded as
+                // long as the table (it is kept in `_lib`).
                 *unsafe { lib.get($name) }.map_err(|e| {
                     format!(
                         "libnvcuvid lacks {}: {e}",

@@ -42,8 +42,9 @@ pub(crate) fn chroma_of(chroma: Chroma) -> ffi::cudaVideoChromaFormat {
 /// Queries the decoder caps. The GPU's CUDA context must be current on this thread.
 pub fn query(codec: Codec, chroma: Chroma, bit_depth: u8) -> Result<DecoderCaps, Error> {
     let lib = nvcuvid().map_err(|e| Error::DecoderUnavailable(e.to_string()))?;
-    // SAFETY: FFI boundary. CUVIDDECODECAPS is plain data (zero is a valid value) and
-    // cuvidGetDecoderCaps only reads and writes the struct it is given.
+    // SAFETY: CUVIDDECODECAPS is plain integers (all-zero is a valid value), and
+    // cuvidGetDecoderCaps only reads and writes the struct it is given; the caller has the
+    // GPU's CUDA context current (this function's documented precondition).
     let caps = unsafe {
         let mut caps: ffi::CUVIDDECODECAPS = std::mem::zeroed();
         caps.eCodecType = codec_of(codec);

@@ -149,13 +149,13 @@ impl DecoderPool {
             }
         }
         let mut handle: ffi::CUvideodecoder = std::ptr::null_mut();
-        // SAFETY: FFI boundary. `info` is fully initialized by the caller; the handle is
-        // written by the driver and owned by the returned Decoder.
-        check(
-            unsafe { (lib.create_decoder)(&mut handle, info) },
-            "cuvidCreateDecoder",
-        )
-        .map_err(Error::DecoderUnavailable)?;
+        // SAFETY: cuvidCreateDecoder's contract: `info` is a fully initialized create-info
+        // (zeroed, then filled in by `State::sequence`) that it only reads, `handle` a valid
+        // out-pointer, and the session's CUDA context is current on this thread (the
+        // parser calls back on the thread that drives the session). The handle it writes
+        // is owned by the returned Decoder.
+        let created = unsafe { (lib.create_decoder)(&mut handle, info) };
+        check(created, "cuvidCreateDecoder").map_err(Error::DecoderUnavailable)?;
         self.created
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(Decoder(handle))
@@ -168,7 +168,8 @@ impl DecoderPool {
                 return;
             }
         }
-        // SAFETY: FFI boundary: the handle came from cuvidCreateDecoder and is no longer used.
+        // SAFETY: the handle came from cuvidCreateDecoder and is destroyed once: `decoder`
+        // is moved in here, so no session holds it any more.
         unsafe { (lib.destroy_decoder)(decoder.0) };
     }
 
@@ -181,7 +182,9 @@ impl DecoderPool {
             .map(|mut v| std::mem::take(&mut *v))
             .unwrap_or_default();
         for (_, decoder) in idle {
-            // SAFETY: FFI boundary: idle decoders belong to no session.
+            // SAFETY: the handle came from cuvidCreateDecoder and is destroyed once: it was
+            // taken out of the idle list, so no session holds it; the caller has the
+            // pool's context current (see above).
             unsafe { (lib.destroy_decoder)(decoder.0) };
         }
     }
@@ -270,7 +273,9 @@ impl State<'_> {
         if let Some((old_key, old)) = self.decoder.take() {
             self.pool.give_back(self.lib, old_key, old);
         }
-        // SAFETY: plain C struct; every field reel does not set is meant to be zero.
+        // SAFETY: CUVIDDECODECREATEINFO is a plain C struct of integers, enums with a zero
+        // variant and nullable pointers: all-zero bytes are a valid value, and the API
+        // defines zero as the default of every field reel does not set.
         let mut info: ffi::CUVIDDECODECREATEINFO = unsafe { std::mem::zeroed() };
         info.ulWidth = w.into();
         info.ulHeight = h.into();
@@ -309,12 +314,11 @@ impl State<'_> {
             .as_ref()
             .ok_or_else(|| Error::bitstream("NVDEC", "picture before sequence header"))?;
         self.pictures += 1;
-        // SAFETY: FFI boundary: `params` comes from the parser for this decoder.
-        check(
-            unsafe { (self.lib.decode_picture)(decoder.0, params) },
-            "cuvidDecodePicture",
-        )
-        .map_err(|e| Error::bitstream("NVDEC", e))?;
+        // SAFETY: `params` is the picture-parameters pointer the parser passed to this
+        // callback (valid for its duration), and `decoder` is the live decoder the parser's
+        // sequence callback set up for this stream.
+        let decoded = unsafe { (self.lib.decode_picture)(decoder.0, params) };
+        check(decoded, "cuvidDecodePicture").map_err(|e| Error::bitstream("NVDEC", e))?;
         Ok(1)
     }
 
@@ -322,7 +326,8 @@ impl State<'_> {
         if info.is_null() {
             return Ok(1); // end of stream
         }
-        // SAFETY: non-null pointer from the parser, valid for this callback.
+        // SAFETY: `info` is non-null (checked above) and points to the display info the
+        // parser passes for the duration of this callback; it is plain data, copied out.
         let d = unsafe { *info };
         let pts = match self.codec {
             Codec::Vp9 | Codec::Av1 => self.pending_pts.pop_front().unwrap_or(d.timestamp),
@@ -335,7 +340,8 @@ impl State<'_> {
             .decoder
             .as_ref()
             .ok_or_else(|| Error::bitstream("NVDEC", "display before sequence header"))?;
-        // SAFETY: plain C struct, zero is its default.
+        // SAFETY: CUVIDPROCPARAMS is a plain C struct of integers and nullable pointers:
+        // all-zero bytes are a valid value and the API's default.
         let mut params: ffi::CUVIDPROCPARAMS = unsafe { std::mem::zeroed() };
         params.progressive_frame = d.progressive_frame;
         params.second_field = d.repeat_first_field + 1;
@@ -343,22 +349,22 @@ impl State<'_> {
         params.unpaired_field = i32::from(d.repeat_first_field < 0);
         params.output_stream = self.stream;
         let (mut devptr, mut pitch) = (0u64, 0u32);
-        // SAFETY: FFI boundary: maps the decoded surface of this decoder's picture
-        // index; unmapped below before returning.
-        check(
-            unsafe {
-                (self.lib.map_video_frame)(
-                    decoder.0,
-                    d.picture_index,
-                    &mut devptr,
-                    &mut pitch,
-                    &mut params,
-                )
-            },
-            "cuvidMapVideoFrame64",
-        )
-        .map_err(|e| Error::bitstream("NVDEC", e))?;
-        // SAFETY: FFI boundary: plain C struct filled in by the driver.
+        // SAFETY: cuvidMapVideoFrame64's contract: a live decoder, a picture index the
+        // parser just handed out for it, valid out-pointers for the address and pitch, and
+        // initialized processing parameters. The mapping is undone below, after
+        // `on_picture`, on every path.
+        let mapped = unsafe {
+            (self.lib.map_video_frame)(
+                decoder.0,
+                d.picture_index,
+                &mut devptr,
+                &mut pitch,
+                &mut params,
+            )
+        };
+        check(mapped, "cuvidMapVideoFrame64").map_err(|e| Error::bitstream("NVDEC", e))?;
+        // SAFETY: CUVIDGETDECODESTATUS is plain integers (all-zero is valid); the driver
+        // writes it for a live decoder and a picture index of this decoder.
         let corrupt = unsafe {
             let mut status: ffi::CUVIDGETDECODESTATUS = std::mem::zeroed();
             let ok = (self.lib.get_decode_status)(decoder.0, d.picture_index, &mut status)
@@ -377,12 +383,11 @@ impl State<'_> {
             corrupt,
         };
         let result = (self.on_picture)(&picture);
-        // SAFETY: FFI boundary: `on_picture` has finished reading the surface (it
-        // synchronizes its stream before returning).
-        let unmapped = check(
-            unsafe { (self.lib.unmap_video_frame)(decoder.0, devptr) },
-            "cuvidUnmapVideoFrame64",
-        );
+        // SAFETY: `devptr` was mapped above on this decoder and is unmapped once; no
+        // work reads it any more: `on_picture` synchronizes the stream its kernels and
+        // copies run on before it returns.
+        let unmapped = unsafe { (self.lib.unmap_video_frame)(decoder.0, devptr) };
+        let unmapped = check(unmapped, "cuvidUnmapVideoFrame64");
         result?;
         unmapped.map_err(Error::DecoderUnavailable)?;
         Ok(1)
@@ -393,7 +398,9 @@ impl State<'_> {
 /// (the parser then stops). Nothing unwinds into the driver.
 fn guarded(user: *mut c_void, f: impl FnOnce(&mut State) -> Result<c_int, Error>) -> c_int {
     // SAFETY: `user` is the Box<State> pointer given to cuvidCreateVideoParser; the
-    // Session keeps it alive and the parser calls back on the thread that parses.
+    // Session keeps the box alive (and destroys the parser first), and the parser calls
+    // back synchronously inside cuvidParseVideoData on the thread that holds the Session
+    // mutably, so this is the only live reference to the state.
     let state = unsafe { &mut *user.cast::<State>() };
     if state.error.is_some() {
         return 0;
@@ -413,15 +420,34 @@ fn guarded(user: *mut c_void, f: impl FnOnce(&mut State) -> Result<c_int, Error>
     }
 }
 
+/// The parser's sequence callback.
+///
+/// # Safety
+///
+/// Called only by the NVDEC parser of a [`Session`]: `user` is that session's state and
+/// `format` points to a valid video format for the duration of the call.
 unsafe extern "C" fn on_sequence(user: *mut c_void, format: *mut ffi::CUVIDEOFORMAT) -> c_int {
-    // SAFETY: the parser passes a valid format for the duration of the call.
+    // SAFETY: per this function's contract, the parser passes a valid format that lives
+    // for the duration of the call (and `sequence` keeps no reference to it).
     guarded(user, |s| s.sequence(unsafe { &*format }))
 }
 
+/// The parser's decode callback.
+///
+/// # Safety
+///
+/// Called only by the NVDEC parser of a [`Session`]: `user` is that session's state and
+/// `params` the picture parameters, valid for the duration of the call.
 unsafe extern "C" fn on_decode(user: *mut c_void, params: *mut ffi::CUVIDPICPARAMS) -> c_int {
     guarded(user, |s| s.decode(params))
 }
 
+/// The parser's display callback.
+///
+/// # Safety
+///
+/// Called only by the NVDEC parser of a [`Session`]: `user` is that session's state and
+/// `info` null (end of stream) or valid for the duration of the call.
 unsafe extern "C" fn on_display(user: *mut c_void, info: *mut ffi::CUVIDPARSERDISPINFO) -> c_int {
     guarded(user, |s| s.display(info))
 }
@@ -456,7 +482,8 @@ impl<'a> Session<'a> {
             pictures: 0,
             pending_pts: Default::default(),
         });
-        // SAFETY: plain C struct; unset fields are meant to be zero.
+        // SAFETY: CUVIDPARSERPARAMS is a plain C struct of integers, nullable pointers and
+        // optional callbacks: all-zero bytes are a valid value and the API's default.
         let mut params: ffi::CUVIDPARSERPARAMS = unsafe { std::mem::zeroed() };
         params.CodecType = codec_of(codec);
         params.ulMaxNumDecodeSurfaces = 1;
@@ -467,18 +494,18 @@ impl<'a> Session<'a> {
         params.pfnDecodePicture = Some(on_decode);
         params.pfnDisplayPicture = Some(on_display);
         let mut parser: ffi::CUvideoparser = std::ptr::null_mut();
-        // SAFETY: FFI boundary: `params` is initialized and `state` outlives the parser
-        // (Session::drop destroys the parser first).
-        check(
-            unsafe { (lib.create_video_parser)(&mut parser, &mut params) },
-            "cuvidCreateVideoParser",
-        )
-        .map_err(Error::DecoderUnavailable)?;
+        // SAFETY: cuvidCreateVideoParser's contract: `params` is initialized and its
+        // callbacks have the signatures the API expects; `pUserData` points into the boxed
+        // `state`, which does not move and outlives the parser (Session::drop destroys the
+        // parser first).
+        let created = unsafe { (lib.create_video_parser)(&mut parser, &mut params) };
+        check(created, "cuvidCreateVideoParser").map_err(Error::DecoderUnavailable)?;
         Ok(Self { parser, state })
     }
 
     fn feed(&mut self, data: &[u8], pts: i64, flags: ffi::CUvideopacketflags) -> Result<(), Error> {
-        // SAFETY: plain C struct.
+        // SAFETY: CUVIDSOURCEDATAPACKET is a plain C struct of integers and a nullable
+        // pointer: all-zero bytes are a valid value.
         let mut packet: ffi::CUVIDSOURCEDATAPACKET = unsafe { std::mem::zeroed() };
         packet.flags = flags.0.into();
         packet.payload_size = data.len() as _;
@@ -488,8 +515,10 @@ impl<'a> Session<'a> {
             data.as_ptr()
         };
         packet.timestamp = pts;
-        // SAFETY: FFI boundary: the packet points into `data`, which outlives the call;
-        // callbacks run synchronously inside it.
+        // SAFETY: the parser is live (created in Session::new, destroyed only on drop);
+        // the packet points into `data` (or is null and empty), which outlives the call,
+        // and the callbacks run synchronously inside it, while `self.state` is borrowed by
+        // nothing else.
         let result = unsafe { (self.state.lib.parse_video_data)(self.parser, &mut packet) };
         if let Some(e) = self.state.error.take() {
             return Err(e);
@@ -520,8 +549,8 @@ impl<'a> Session<'a> {
 
 impl Drop for Session<'_> {
     fn drop(&mut self) {
-        // SAFETY: FFI boundary: the parser was created in Session::new and is destroyed
-        // once, before the state it points to.
+        // SAFETY: the parser was created in Session::new and is destroyed once, here,
+        // before the state its user data points to is dropped.
         unsafe { (self.state.lib.destroy_video_parser)(self.parser) };
         if let Some((key, decoder)) = self.state.decoder.take() {
             self.state.pool.give_back(self.state.lib, key, decoder);
