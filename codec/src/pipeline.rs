@@ -14,7 +14,7 @@ use crate::{Error, Result, SamplePlan, Video};
 
 /// Model-ready pixels of one video and how they were made.
 #[derive(Clone, Debug)]
-pub struct Prepared {
+pub struct HostFrames {
     pub pixel_values: PixelValues,
     pub report: DecodeReport,
 }
@@ -87,7 +87,7 @@ pub fn prepare_cpu(
     plan: &SamplePlan,
     threads: usize,
     cancel: &crate::Cancel,
-) -> Result<Prepared> {
+) -> Result<HostFrames> {
     use crate::decode;
     use std::sync::Mutex;
 
@@ -169,7 +169,7 @@ pub fn prepare_cpu(
     };
     report.corrupt_frames.sort_unstable();
     report.corrupt_frames.dedup();
-    Ok(Prepared {
+    Ok(HostFrames {
         pixel_values,
         report,
     })

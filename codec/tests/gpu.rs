@@ -286,7 +286,7 @@ fn open_at_6fps(name: &str) -> (Video, SamplePlan) {
 }
 
 /// The pixel values' bytes, copied to the host.
-fn bytes(prepared: &reel_codec::gpu::GpuPrepared) -> Vec<u8> {
+fn bytes(prepared: &reel_codec::gpu::DeviceFrames) -> Vec<u8> {
     let buffer = &prepared.buffer;
     buffer.stream().clone_dtoh(&**buffer).unwrap()
 }

@@ -161,10 +161,12 @@ impl VisionTower {
     }
 
     /// Encodes pixel values that are already in GPU memory (`[sum(t*h*w), patch_dim]` of
-    /// `dtype` at device address `pixels`) on a GPU tower; the embeddings stay on the GPU.
+    /// `dtype` in `pixels`, on this tower's GPU; the size is checked) on a GPU tower; the
+    /// embeddings stay on the GPU. The forward is ordered after the work queued on the
+    /// buffer's stream.
     pub fn encode_device(
         &self,
-        pixels: u64,
+        pixels: &cudarc::driver::CudaSlice<u8>,
         dtype: cuda::InputDtype,
         grids: &[[usize; 3]],
     ) -> Result<cuda::DeviceEmbeddings> {
@@ -177,7 +179,7 @@ impl VisionTower {
         if plan.patches == 0 {
             return Err(Error::InvalidInput("no patches to encode".into()));
         }
-        tower.forward(pixels, dtype, &plan)
+        tower.forward_buffer(pixels, dtype, &plan)
     }
 
     /// GPU towers: turns per-operation profiling on or off (see [`VisionTower::profile`]).

@@ -10,7 +10,7 @@ mod common;
 use std::sync::Arc;
 
 use common::*;
-use cudarc::driver::{CudaContext, CudaSlice, DevicePtr};
+use cudarc::driver::{CudaContext, CudaSlice};
 use reel_encoder::cuda::{Batcher, DeviceEmbeddings, InputDtype, PoolPeak};
 use reel_encoder::{DType, VisionTower};
 
@@ -66,6 +66,20 @@ fn cuda_matches_cpu() {
     }
 }
 
+/// A device buffer too small for the grids is an error, not an out-of-bounds read.
+#[test]
+fn device_input_too_small_is_refused() {
+    let Some(ctx) = gpu() else { return };
+    let tower = cuda_tower(&ctx, DType::F32);
+    let stream = ctx.default_stream();
+    let short = stream.alloc_zeros::<u8>(2 * 8 * 12 * 1176 * 4 - 4).unwrap();
+    let err = tower
+        .encode_device(&short, InputDtype::F32, &[[2, 8, 12]])
+        .err()
+        .expect("a short buffer must be refused");
+    assert!(matches!(err, reel_encoder::Error::InvalidInput(_)), "{err}");
+}
+
 /// Pixels already on the GPU (as the GPU preprocessing leaves them, f32 or bf16) give the
 /// same embeddings as host pixels.
 #[test]
@@ -79,8 +93,7 @@ fn device_input_equals_host_input() {
         let host = tower.encode(&pv, &grids).unwrap();
         let f32_bytes: Vec<u8> = pv.iter().flat_map(|v| v.to_le_bytes()).collect();
         let dev = stream.clone_htod(&f32_bytes).unwrap();
-        let (ptr, _g) = dev.device_ptr(&stream);
-        let out = tower.encode_device(ptr, InputDtype::F32, &grids).unwrap();
+        let out = tower.encode_device(&dev, InputDtype::F32, &grids).unwrap();
         assert_eq!((out.rows, out.hidden), (host.rows, host.hidden));
         assert_eq!(
             out.to_host_f32().unwrap(),
@@ -94,8 +107,7 @@ fn device_input_equals_host_input() {
                 .flat_map(|&v| half::bf16::from_f32(v).to_bits().to_le_bytes())
                 .collect();
             let dev = stream.clone_htod(&bf16_bytes).unwrap();
-            let (ptr, _g) = dev.device_ptr(&stream);
-            let out = tower.encode_device(ptr, InputDtype::Bf16, &grids).unwrap();
+            let out = tower.encode_device(&dev, InputDtype::Bf16, &grids).unwrap();
             assert_eq!(out.to_host_f32().unwrap(), host.data, "bf16 device input");
         }
     }

@@ -158,7 +158,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<()> {
 /// CPU time (user + system) this process has used so far; zero if it cannot be read.
 fn process_cpu() -> Duration {
     let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: FFI boundary: getrusage writes one rusage through the pointer it is given.
+    // SAFETY: getrusage writes one rusage through the pointer it is given.
     if unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) } != 0 {
         return Duration::ZERO;
     }
@@ -350,8 +350,7 @@ fn batch(b: BatchBench) -> anyhow::Result<()> {
     let one_by_one = || -> anyhow::Result<Duration> {
         let t = Instant::now();
         for input in &inputs {
-            let (ptr, _g) = cudarc::driver::DevicePtr::device_ptr(&**input, &stream);
-            drop(tower.encode_device(ptr, InputDtype::F32, &[grid])?);
+            drop(tower.encode_device(input, InputDtype::F32, &[grid])?);
         }
         Ok(t.elapsed())
     };
@@ -427,13 +426,14 @@ fn embed(b: EmbedBench) -> anyhow::Result<()> {
     let options = b.sampling.options();
     let threads = crate::engine::threads(None);
     let cancel = reel_codec::Cancel::new();
-    let run =
-        |want: &Want, cache: Option<&EmbeddingCache>| -> anyhow::Result<(Duration, engine::Outcome)> {
-            let t = Instant::now();
-            let input = Input::Path(b.file.clone());
-            let outcome = engine::run(&device, input, &options, want, threads, &cancel, cache)?;
-            Ok((t.elapsed(), outcome))
-        };
+    let run = |want: &Want,
+               cache: Option<&EmbeddingCache>|
+     -> anyhow::Result<(Duration, engine::Outcome)> {
+        let t = Instant::now();
+        let input = Input::Path(b.file.clone());
+        let outcome = engine::run(&device, input, &options, want, threads, &cancel, cache)?;
+        Ok((t.elapsed(), outcome))
+    };
     let mut modes = serde_json::Map::new();
     let mut reference: Option<Vec<f32>> = None;
     for (name, stream) in [("decode_then_encode", false), ("streamed_slices", true)] {
@@ -579,18 +579,17 @@ fn encode(b: EncodeBench) -> anyhow::Result<()> {
                     )
                 };
                 stream.synchronize()?;
-                let (ptr, _guard) = cudarc::driver::DevicePtr::device_ptr(&input, &stream);
                 let meter = PoolPeak::start(gpu.context())?;
-                let out = tower.encode_device(ptr, dtype, &grids)?;
+                let out = tower.encode_device(&input, dtype, &grids)?;
                 peak_bytes = Some(meter.peak_above_start()?);
                 for _ in 0..b.iterations.max(1) {
                     let t = Instant::now();
-                    drop(tower.encode_device(ptr, dtype, &grids)?);
+                    drop(tower.encode_device(&input, dtype, &grids)?);
                     times.push(t.elapsed());
                 }
                 if b.profile {
                     tower.set_profiling(true);
-                    drop(tower.encode_device(ptr, dtype, &grids)?);
+                    drop(tower.encode_device(&input, dtype, &grids)?);
                     profile = tower.profile();
                     tower.set_profiling(false);
                 }

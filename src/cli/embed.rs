@@ -89,7 +89,11 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
     let t_write = Instant::now();
     let embeddings = outcome.values.into_host_f32()?;
     let plan_tensors = PlanTensors::new(plan);
-    let mut tensors = vec![NamedTensor::f32("embeddings", vec![rows, hidden], &embeddings)];
+    let mut tensors = vec![NamedTensor::f32(
+        "embeddings",
+        vec![rows, hidden],
+        &embeddings,
+    )];
     tensors.extend(plan_tensors.tensors(true));
     let json = |v: serde_json::Value| v.to_string();
     let metadata = HashMap::from([

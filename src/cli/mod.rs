@@ -71,7 +71,9 @@ impl Cli {
                 let serve = matches
                     .subcommand_matches("serve")
                     .ok_or_else(|| anyhow::anyhow!("no serve arguments"))?;
-                done(crate::serve::run(crate::serve::ServeConfig::from_matches(serve)?))
+                done(crate::serve::run(crate::serve::ServeConfig::from_matches(
+                    serve,
+                )?))
             }
             Command::Bench(args) => done(bench::run(args)),
         }

@@ -22,8 +22,8 @@ use safetensors::Dtype;
 use serde::{Deserialize, Serialize};
 
 use super::sampling::SamplingArgs;
-use crate::engine::{Device, Pixels};
 use crate::engine::{self, Input, Want};
+use crate::engine::{Device, Pixels};
 use crate::output::{bf16_bytes, f32_bytes, f64_bytes, i64_bytes, write_safetensors, NamedTensor};
 
 /// File extensions picked up when a directory is given.
@@ -377,7 +377,8 @@ pub fn run(args: TranscodeArgs) -> anyhow::Result<std::process::ExitCode> {
     }
     // One replica per device (every GPU for `cuda` and `auto`), each with its own tower;
     // jobs take the replicas in turn.
-    let replicas = crate::engine::Devices::open(args.device)?.all()
+    let replicas = crate::engine::Devices::open(args.device)?
+        .all()
         .into_iter()
         .map(
             |device| -> anyhow::Result<(Device, Option<Arc<crate::engine::Model>>)> {

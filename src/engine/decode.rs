@@ -3,7 +3,7 @@
 //! stream the GPU cannot decode.
 
 use reel_codec::decode::DecodeReport;
-use reel_codec::gpu::{GpuPrepared, PixelDtype, PrepareOptions, SliceReady};
+use reel_codec::gpu::{DeviceFrames, PixelDtype, PrepareOptions, SliceReady};
 use reel_codec::preprocess::PixelValues;
 use reel_codec::{Cancel, SamplePlan, Video};
 
@@ -12,7 +12,7 @@ use super::device::Device;
 /// Pixel values where they were made.
 pub enum Pixels {
     Host(PixelValues),
-    Device(GpuPrepared),
+    Device(DeviceFrames),
 }
 
 impl Pixels {
@@ -44,8 +44,8 @@ impl Pixels {
     }
 }
 
-/// Pixel values and how they were made.
-pub struct Frames {
+/// Decoded, preprocessed pixel values and how they were made.
+pub struct Decoded {
     pub pixels: Pixels,
     pub report: DecodeReport,
     /// Where decoding ran ("cuda:0", "cpu", or "cpu (fallback: …)").
@@ -63,18 +63,19 @@ pub fn prepare(
     threads: usize,
     cancel: &Cancel,
     on_slice: Option<&SliceReady<'_>>,
-) -> anyhow::Result<Frames> {
+) -> anyhow::Result<Decoded> {
     if let Device::Cuda(gpu) = device {
         match gpu.check_stream(video.info()) {
             Ok(_) => {
                 let options = PrepareOptions {
-                    sessions: gpu.sessions() + gpu.peers.iter().map(|p| p.sessions()).sum::<usize>(),
+                    sessions: gpu.sessions()
+                        + gpu.peers.iter().map(|p| p.sessions()).sum::<usize>(),
                     dtype: PixelDtype::F32,
                     peers: &gpu.peers,
                     on_slice,
                 };
                 let mut prepared = gpu.prepare_with(video, plan, &options, cancel)?;
-                return Ok(Frames {
+                return Ok(Decoded {
                     report: std::mem::take(&mut prepared.report),
                     pixels: Pixels::Device(prepared),
                     decoded_on: device.name(),
@@ -98,9 +99,9 @@ fn prepare_cpu(
     plan: &SamplePlan,
     threads: usize,
     cancel: &Cancel,
-) -> anyhow::Result<Frames> {
+) -> anyhow::Result<Decoded> {
     let prepared = reel_codec::pipeline::prepare_cpu(video, plan, threads, cancel)?;
-    Ok(Frames {
+    Ok(Decoded {
         pixels: Pixels::Host(prepared.pixel_values),
         report: prepared.report,
         decoded_on: "cpu".into(),
@@ -108,7 +109,7 @@ fn prepare_cpu(
 }
 
 #[cfg(not(feature = "ffmpeg"))]
-fn prepare_cpu(_: &Video, _: &SamplePlan, _: usize, _: &Cancel) -> anyhow::Result<Frames> {
+fn prepare_cpu(_: &Video, _: &SamplePlan, _: usize, _: &Cancel) -> anyhow::Result<Decoded> {
     use super::error::{Error, ErrorKind};
     Err(Error::new(
         ErrorKind::Unavailable,

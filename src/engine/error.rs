@@ -66,8 +66,12 @@ impl ErrorKind {
                     Some(e.kind)
                 } else if let Some(e) = cause.downcast_ref::<reel_codec::Error>() {
                     Some(codec_kind(e))
+                } else if let Some(e) = cause.downcast_ref::<reel_encoder::Error>() {
+                    Some(encoder_kind(e))
                 } else {
-                    cause.downcast_ref::<reel_encoder::Error>().map(encoder_kind)
+                    cause
+                        .downcast_ref::<cudarc::driver::DriverError>()
+                        .map(driver_kind)
                 }
             })
             .unwrap_or(ErrorKind::Internal)
@@ -108,6 +112,16 @@ pub fn encoder_kind(e: &reel_encoder::Error) -> ErrorKind {
         E::OutOfMemory(_) => ErrorKind::ResourceExhausted,
         E::InvalidInput(_) => ErrorKind::InvalidArgument,
         E::UnsupportedModel { .. } => ErrorKind::FailedPrecondition,
+        _ => ErrorKind::Internal,
+    }
+}
+
+/// The kind of a CUDA driver error met outside the codec and encoder (result pools).
+fn driver_kind(e: &cudarc::driver::DriverError) -> ErrorKind {
+    match e.0 {
+        cudarc::driver::sys::cudaError_enum::CUDA_ERROR_OUT_OF_MEMORY => {
+            ErrorKind::ResourceExhausted
+        }
         _ => ErrorKind::Internal,
     }
 }
@@ -168,13 +182,36 @@ mod tests {
     fn codec_errors_map_to_their_kinds() {
         use reel_codec::Error as E;
         let cases = [
-            (E::Truncated { index: 3, offset: 10, size: 5, len: 12 }, ErrorKind::Corrupt),
-            (E::Decode { frames: vec![1], reason: "x".into() }, ErrorKind::Corrupt),
+            (
+                E::Truncated {
+                    index: 3,
+                    offset: 10,
+                    size: 5,
+                    len: 12,
+                },
+                ErrorKind::Corrupt,
+            ),
+            (
+                E::Decode {
+                    frames: vec![1],
+                    reason: "x".into(),
+                },
+                ErrorKind::Corrupt,
+            ),
             (E::Unsupported("4:4:4 H.264".into()), ErrorKind::Unsupported),
-            (E::OutOfMemory("cuMemAlloc".into()), ErrorKind::ResourceExhausted),
-            (E::DecoderUnavailable("no NVDEC".into()), ErrorKind::Unavailable),
+            (
+                E::OutOfMemory("cuMemAlloc".into()),
+                ErrorKind::ResourceExhausted,
+            ),
+            (
+                E::DecoderUnavailable("no NVDEC".into()),
+                ErrorKind::Unavailable,
+            ),
             (E::Device("illegal address".into()), ErrorKind::Internal),
-            (E::Sampling("end before start".into()), ErrorKind::InvalidArgument),
+            (
+                E::Sampling("end before start".into()),
+                ErrorKind::InvalidArgument,
+            ),
             (E::Cancelled, ErrorKind::Cancelled),
             (
                 E::Open {

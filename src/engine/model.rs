@@ -46,7 +46,11 @@ fn check_preprocessing(spec: &ModelSpec) -> Result<(), Error> {
     use reel_codec::plan::{MERGE_SIZE, PATCH_SIZE, TEMPORAL_PATCH_SIZE};
     use reel_codec::preprocess::Normalization;
     let p = &spec.preprocessing;
-    let ours = (PATCH_SIZE as usize, TEMPORAL_PATCH_SIZE, MERGE_SIZE as usize);
+    let ours = (
+        PATCH_SIZE as usize,
+        TEMPORAL_PATCH_SIZE,
+        MERGE_SIZE as usize,
+    );
     let theirs = (p.patch_size, p.temporal_patch_size, p.merge_size);
     let norm = Normalization::new(p.image_mean, p.image_std);
     if ours != theirs || norm != Normalization::clip() {

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use reel_codec::decode::DecodeReport;
-use reel_codec::gpu::GpuPrepared;
+use reel_codec::gpu::DeviceFrames;
 use reel_encoder::cuda::DeviceEmbeddings;
 
 use super::cache::Footprint;
@@ -14,7 +14,7 @@ pub enum Values {
     /// Row-major f32 values in host memory.
     Host { data: Vec<f32>, shape: [usize; 2] },
     /// Pixel values in GPU memory.
-    DevicePixels(GpuPrepared),
+    DevicePixels(DeviceFrames),
     /// Embeddings in GPU memory, in the model's dtype (shared with the cache).
     DeviceEmbeddings(Arc<DeviceEmbeddings>),
 }

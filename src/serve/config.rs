@@ -226,7 +226,11 @@ mod tests {
         assert_eq!(c.models, ["a=/m/a"]);
         assert_eq!(c.max_queue, 64, "untouched keys keep their default");
         let c = parse(&["serve", "--config", path, "--model", "b=/m/b"]).unwrap();
-        assert_eq!(c.models, ["b=/m/b"], "a repeated flag replaces the file's list");
+        assert_eq!(
+            c.models,
+            ["b=/m/b"],
+            "a repeated flag replaces the file's list"
+        );
         let c = parse(&["serve"]).unwrap();
         assert_eq!((c.cache_mib, c.workers), (2048, 4));
     }

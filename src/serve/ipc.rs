@@ -34,10 +34,11 @@ impl DevicePool {
     /// Allocates `size` bytes with cuMemAlloc (IPC needs a cuMemAlloc base) and exports it.
     pub fn new(ctx: Arc<CudaContext>, size: u64) -> anyhow::Result<Arc<Self>> {
         ctx.bind_to_thread()?;
-        // SAFETY: FFI boundary: a plain device allocation, freed in Drop.
+        // SAFETY: the context bound above is current on this thread; the pool owns the
+        // allocation and frees it once, in Drop.
         let base = unsafe { result::malloc_sync(size as usize) }?;
         let mut raw = sys::CUipcMemHandle_st { reserved: [0; 64] };
-        // SAFETY: FFI boundary: `base` is a live cuMemAlloc allocation of this context.
+        // SAFETY: `base` is a live cuMemAlloc allocation of this context.
         let exported = unsafe { sys::cuIpcGetMemHandle(&mut raw, base) }.result();
         if let Err(e) = exported {
             // SAFETY: allocated just above, not shared yet.
@@ -120,7 +121,7 @@ impl DevicePool {
     pub fn fill(&self, slot: &Slot, src: sys::CUdeviceptr, len: usize) -> anyhow::Result<()> {
         anyhow::ensure!(len as u64 <= slot.len, "result larger than its slot");
         self.ctx.bind_to_thread()?;
-        // SAFETY: FFI boundary: the slot lies inside the pool allocation and holds `len`
+        // SAFETY: the slot lies inside the pool allocation and holds `len`
         // bytes; `src` is a device allocation of at least `len` bytes on this GPU, alive
         // until the copy is waited for below.
         unsafe {
@@ -137,7 +138,7 @@ impl DevicePool {
             "result larger than its slot"
         );
         self.ctx.bind_to_thread()?;
-        // SAFETY: FFI boundary: the slot holds at least `bytes.len()` bytes; `bytes` stays
+        // SAFETY: the slot holds at least `bytes.len()` bytes; `bytes` stays
         // borrowed until the copy is waited for below.
         unsafe {
             result::memcpy_htod_async(self.base + slot.offset, bytes, self.stream.cu_stream())
@@ -150,7 +151,7 @@ impl DevicePool {
 impl Drop for DevicePool {
     fn drop(&mut self) {
         if self.ctx.bind_to_thread().is_ok() {
-            // SAFETY: FFI boundary: the pool owns the allocation; no slot outlives it
+            // SAFETY: the pool owns the allocation; no slot outlives it
             // (slots hold an Arc to the pool).
             unsafe { result::free_sync(self.base) }.ok();
         }

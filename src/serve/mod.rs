@@ -124,8 +124,8 @@ async fn serve(state: Arc<State>) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(socket);
         let listener = tokio::net::UnixListener::bind(socket)
             .with_context(|| format!("cannot bind {}", socket.display()))?;
-        let mode = u32::from_str_radix(&config.socket_mode, 8)
-            .context("socket_mode must be octal")?;
+        let mode =
+            u32::from_str_radix(&config.socket_mode, 8).context("socket_mode must be octal")?;
         std::fs::set_permissions(socket, std::os::unix::fs::PermissionsExt::from_mode(mode))?;
         eprintln!(
             "reel: serving gRPC on unix:{} ({})",

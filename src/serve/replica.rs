@@ -10,8 +10,8 @@ use anyhow::Context;
 
 use super::ipc::DevicePool;
 use super::ServeConfig;
-use crate::engine::{Device, DeviceChoice, GpuModel, Model, ModelOptions};
 use crate::engine::EmbeddingCache;
+use crate::engine::{Device, DeviceChoice, GpuModel, Model, ModelOptions};
 
 /// One device with its models, result pool and cache.
 pub struct Replica {
@@ -52,7 +52,10 @@ impl Replicas {
     /// Opens the devices `--device` names (`cuda` and `auto`: every GPU; `cuda:N`: that
     /// one) and loads every model on each.
     pub fn load(config: &ServeConfig) -> anyhow::Result<Self> {
-        let choice: DeviceChoice = config.device.parse().map_err(|e: String| anyhow::anyhow!(e))?;
+        let choice: DeviceChoice = config
+            .device
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!(e))?;
         let devices = crate::engine::Devices::open(choice)?.all();
         let options = ModelOptions {
             dtype: config.model_dtype.clone(),

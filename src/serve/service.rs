@@ -14,9 +14,9 @@ use super::leases::{write_shm, Held, Leases};
 use super::media::MediaRoots;
 use super::metrics::Metrics;
 use super::replica::Replicas;
+use super::status::status;
 use super::ServeConfig;
 use crate::engine::Device;
-use super::status::status;
 use crate::engine::{self, ErrorKind, Input, Values, Want};
 
 /// Inline payloads are streamed in chunks of this size.
@@ -170,19 +170,22 @@ impl ReelService {
         };
         found.ok_or_else(|| {
             if models.is_empty() {
-                status(ErrorKind::FailedPrecondition, 
+                status(
+                    ErrorKind::FailedPrecondition,
                     "this server has no model loaded (start it with --model)",
                 )
             } else {
-                status(ErrorKind::NotFound, format!(
-                    "no model named {name:?}; see Info for the loaded models"
-                ))
+                status(
+                    ErrorKind::NotFound,
+                    format!("no model named {name:?}; see Info for the loaded models"),
+                )
             }
         })
     }
 
     fn input(&self, source: Option<pb::Source>) -> Result<Input, Status> {
-        let source = source.ok_or_else(|| status(ErrorKind::InvalidArgument, "request has no source"))?;
+        let source =
+            source.ok_or_else(|| status(ErrorKind::InvalidArgument, "request has no source"))?;
         match source.kind {
             Some(pb::source::Kind::Path(p)) => {
                 let path = self
@@ -195,10 +198,13 @@ impl ReelService {
             Some(pb::source::Kind::Data(data)) => {
                 let max = self.state.config.max_inline_bytes;
                 if data.len() as u64 > max {
-                    return Err(status(ErrorKind::InvalidArgument, format!(
-                        "inline video of {} bytes exceeds the server's limit of {max} bytes",
-                        data.len()
-                    )));
+                    return Err(status(
+                        ErrorKind::InvalidArgument,
+                        format!(
+                            "inline video of {} bytes exceeds the server's limit of {max} bytes",
+                            data.len()
+                        ),
+                    ));
                 }
                 let name = (!source.filename_hint.is_empty()).then_some(source.filename_hint);
                 Ok(Input::Bytes {
@@ -206,7 +212,10 @@ impl ReelService {
                     name,
                 })
             }
-            None => Err(status(ErrorKind::InvalidArgument, "source has neither path nor data")),
+            None => Err(status(
+                ErrorKind::InvalidArgument,
+                "source has neither path nor data",
+            )),
         }
     }
 
@@ -235,7 +244,8 @@ impl ReelService {
                 .metrics
                 .rejected
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            return Err(status(ErrorKind::ResourceExhausted, 
+            return Err(status(
+                ErrorKind::ResourceExhausted,
                 "the server's queue is full; retry later",
             ));
         };
@@ -281,7 +291,8 @@ impl ReelService {
                 Ok(r) => r,
                 Err(_) => {
                     cancel.cancel();
-                    return Err(status(ErrorKind::DeadlineExceeded, 
+                    return Err(status(
+                        ErrorKind::DeadlineExceeded,
                         "deadline passed before the embedding was ready",
                     ));
                 }
@@ -379,12 +390,15 @@ impl ReelService {
                 // Device results in their own dtype go to the IPC pool without leaving the GPU.
                 if let (pb::OutputMode::CudaIpc, Some(buffer)) = (mode, device) {
                     if dtype == native {
-                        let pool = pool
-                            .as_ref()
-                            .ok_or_else(|| status(ErrorKind::FailedPrecondition, "no CUDA IPC pool"))?;
+                        let pool = pool.as_ref().ok_or_else(|| {
+                            status(ErrorKind::FailedPrecondition, "no CUDA IPC pool")
+                        })?;
                         let len = buffer.len();
                         let slot = pool.alloc(len as u64).ok_or_else(|| {
-                            status(ErrorKind::ResourceExhausted, "the CUDA IPC pool is full; release leases")
+                            status(
+                                ErrorKind::ResourceExhausted,
+                                "the CUDA IPC pool is full; release leases",
+                            )
                         })?;
                         let stream = buffer.stream().clone();
                         let (ptr, _sync) = cudarc::driver::DevicePtr::device_ptr(buffer, &stream);
@@ -402,18 +416,26 @@ impl ReelService {
                 match mode {
                     pb::OutputMode::CudaIpc => {
                         let pool = pool.as_ref().ok_or_else(|| {
-                            status(ErrorKind::FailedPrecondition, "CUDA IPC needs a server running on a GPU")
+                            status(
+                                ErrorKind::FailedPrecondition,
+                                "CUDA IPC needs a server running on a GPU",
+                            )
                         })?;
                         let slot = pool.alloc(bytes.len() as u64).ok_or_else(|| {
-                            status(ErrorKind::ResourceExhausted, "the CUDA IPC pool is full; release leases")
+                            status(
+                                ErrorKind::ResourceExhausted,
+                                "the CUDA IPC pool is full; release leases",
+                            )
                         })?;
                         pool.upload(&slot, &bytes).map_err(internal)?;
                         Ok(ipc_descriptor(d, pool, slot, &state, conn))
                     }
                     pb::OutputMode::Shm => {
                         let id = super::leases::new_id();
-                        let (name, path) = write_shm(&state.config.shm_dir, &id, &bytes)
-                            .map_err(|e| status(ErrorKind::Internal, format!("shared memory: {e}")))?;
+                        let (name, path) =
+                            write_shm(&state.config.shm_dir, &id, &bytes).map_err(|e| {
+                                status(ErrorKind::Internal, format!("shared memory: {e}"))
+                            })?;
                         d.shm_name = name;
                         d.lease_id = state.leases.add(Held::Shm(path), conn);
                         d.lease_expires_in_s = state.leases.ttl().as_secs_f64();
@@ -574,7 +596,10 @@ pub fn check_token(
         if same {
             Ok(request)
         } else {
-            Err(status(ErrorKind::Unauthenticated, "missing or wrong bearer token"))
+            Err(status(
+                ErrorKind::Unauthenticated,
+                "missing or wrong bearer token",
+            ))
         }
     }
 }

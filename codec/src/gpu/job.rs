@@ -147,9 +147,8 @@ pub(super) fn decode(
         handles
             .into_iter()
             .map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    Err(Error::DecoderUnavailable("a decode worker panicked".into()))
-                })
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::Internal("a decode worker panicked".into())))
             })
             .collect()
     });

@@ -27,12 +27,19 @@ mod peer;
 mod prepare;
 mod split;
 
-pub use output::{GpuPart, GpuPrepared, SliceDone, SliceReady, SplitPrepared};
+pub use output::{GpuPart, DeviceFrames, SliceDone, SliceReady, SplitFrames};
 pub use prepare::PrepareOptions;
 pub use split::Split;
 
 fn driver(e: cudarc::driver::DriverError) -> Error {
-    Error::DecoderUnavailable(format!("CUDA: {e}"))
+    use cudarc::driver::sys::cudaError_enum as R;
+    match e.0 {
+        R::CUDA_ERROR_OUT_OF_MEMORY => Error::OutOfMemory(format!("CUDA: {e}")),
+        R::CUDA_ERROR_NO_DEVICE
+        | R::CUDA_ERROR_NOT_INITIALIZED
+        | R::CUDA_ERROR_DEVICE_UNAVAILABLE => Error::DecoderUnavailable(format!("CUDA: {e}")),
+        _ => Error::Device(format!("CUDA: {e}")),
+    }
 }
 
 /// Element type of the pixel values written on the GPU.

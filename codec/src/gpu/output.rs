@@ -1,4 +1,4 @@
-//! The pixel values made on the device ([`GpuPrepared`], [`SplitPrepared`]), the slices
+//! The pixel values made on the device ([`DeviceFrames`], [`SplitFrames`]), the slices
 //! announced as they complete ([`SliceDone`]), and their copies to the host.
 
 use std::ops::Range;
@@ -11,7 +11,7 @@ use crate::decode::DecodeReport;
 use crate::Result;
 
 /// Pixel values made on the GPU, `[t·h·w, 1176]` of `dtype`.
-pub struct GpuPrepared {
+pub struct DeviceFrames {
     /// Shared with consumers that started on early slices
     /// ([`PrepareOptions::on_slice`](super::PrepareOptions::on_slice)).
     pub buffer: Arc<CudaSlice<u8>>,
@@ -20,7 +20,7 @@ pub struct GpuPrepared {
     pub report: DecodeReport,
 }
 
-impl GpuPrepared {
+impl DeviceFrames {
     /// Copies the values to the host as f32.
     pub fn to_host_f32(&self) -> Result<Vec<f32>> {
         let stream = self.buffer.stream().clone();
@@ -58,7 +58,7 @@ impl GpuPrepared {
 
 /// Pixel values made by [`Split::prepare`](super::Split::prepare): each part on the GPU
 /// that decoded it.
-pub struct SplitPrepared {
+pub struct SplitFrames {
     pub parts: Vec<GpuPart>,
     pub dtype: PixelDtype,
     /// The grid of the whole video.

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use super::output::{GpuPrepared, SliceReady};
+use super::output::{DeviceFrames, SliceReady};
 use super::{job, peer, Gpu, PixelDtype};
 use crate::decode::{partition, split_at_gops, DecodeReport, Segment};
 use crate::pipeline::check_readable;
@@ -22,7 +22,7 @@ impl Gpu {
         sessions: usize,
         dtype: PixelDtype,
         cancel: &Cancel,
-    ) -> Result<GpuPrepared> {
+    ) -> Result<DeviceFrames> {
         self.prepare_with(video, plan, &PrepareOptions::new(sessions, dtype), cancel)
     }
 
@@ -34,7 +34,7 @@ impl Gpu {
         plan: &SamplePlan,
         options: &PrepareOptions<'_>,
         cancel: &Cancel,
-    ) -> Result<GpuPrepared> {
+    ) -> Result<DeviceFrames> {
         let work = self.work(video, plan, options.sessions, options.peers)?;
         let slices = plan.grid_thw[0];
         let part = job::Part::alloc(self, 0..slices, plan, options.dtype)?;
@@ -46,7 +46,7 @@ impl Gpu {
         };
         let claims = job::Claims::Shared;
         let report = work.decode(video, plan, claims, output, cancel)?;
-        Ok(GpuPrepared {
+        Ok(DeviceFrames {
             buffer,
             dtype: options.dtype,
             grid_thw: plan.grid_thw,

@@ -4,7 +4,7 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use super::output::{GpuPart, SliceReady, SplitPrepared};
+use super::output::{GpuPart, SliceReady, SplitFrames};
 use super::prepare::Work;
 use super::{job, Gpu, PixelDtype};
 use crate::plan::{SamplePlan, TEMPORAL_PATCH_SIZE};
@@ -85,7 +85,7 @@ impl Split<'_> {
         dtype: PixelDtype,
         on_slice: Option<&SliceReady<'_>>,
         cancel: &Cancel,
-    ) -> Result<SplitPrepared> {
+    ) -> Result<SplitFrames> {
         let parts = self
             .parts
             .iter()
@@ -108,7 +108,7 @@ impl Split<'_> {
         };
         let claims = job::Claims::Blocks(&self.blocks);
         let report = self.work.decode(video, plan, claims, output, cancel)?;
-        Ok(SplitPrepared {
+        Ok(SplitFrames {
             parts: kept,
             dtype,
             grid_thw: plan.grid_thw,

@@ -72,7 +72,8 @@ struct Pending {
     submitted: Vec<bool>,
     /// Slices not yet encoded.
     remaining: usize,
-    error: Option<String>,
+    /// Why a forward holding its slices failed (out of memory stays out of memory).
+    error: Option<Error>,
 }
 
 /// Contiguous slices of one request whose pixel rows start `offset` bytes into `pixels`.
@@ -91,13 +92,6 @@ struct Take {
     out: Arc<CudaSlice<u8>>,
     slice_hw: (usize, usize),
     run: Run,
-}
-
-fn input_size(dtype: InputDtype) -> usize {
-    match dtype {
-        InputDtype::F32 => 4,
-        InputDtype::Bf16 => 2,
-    }
 }
 
 impl Batcher {
@@ -239,7 +233,7 @@ impl Request {
             return;
         };
         let (h, w) = p.slice_hw;
-        let slice_bytes = h * w * self.shared.tower.config().patch_dim() * input_size(dtype);
+        let slice_bytes = h * w * self.shared.tower.config().patch_dim() * dtype.size();
         let error = if slices.end > p.submitted.len() || slices.is_empty() {
             Some(format!(
                 "slices {slices:?} of a request with {} slices",
@@ -257,7 +251,7 @@ impl Request {
             None
         };
         if let Some(e) = error {
-            p.error.get_or_insert(e);
+            p.error.get_or_insert(Error::InvalidInput(e));
             drop(queue);
             self.shared.done.notify_all();
             return;
@@ -318,7 +312,7 @@ impl Request {
         self.done = true;
         drop(queue);
         if let Some(e) = p.error {
-            return Err(Error::Cuda(e));
+            return Err(e);
         }
         // The worker drops its handles on a forward's buffers before it counts the slices
         // done, so the output is ours alone now.
@@ -399,7 +393,10 @@ impl Shared {
                     match &result {
                         Ok(()) => p.remaining -= n,
                         Err(e) => {
-                            p.error.get_or_insert_with(|| e.to_string());
+                            p.error.get_or_insert_with(|| match e {
+                                Error::OutOfMemory(m) => Error::OutOfMemory(m.clone()),
+                                other => Error::Cuda(other.to_string()),
+                            });
                         }
                     }
                 }
@@ -433,7 +430,7 @@ impl Shared {
                 dtype = Some(front.dtype);
                 budget -= h * w;
                 progress = true;
-                let slice_bytes = h * w * patch_dim * input_size(front.dtype);
+                let slice_bytes = h * w * patch_dim * front.dtype.size();
                 let one = Run {
                     count: 1,
                     ..front.clone()
@@ -477,7 +474,7 @@ impl Shared {
             .collect();
         let plan = Plan::new(cfg, &grids)?;
         let dtype = batch[0].run.dtype;
-        let row_bytes = cfg.patch_dim() * input_size(dtype);
+        let row_bytes = cfg.patch_dim() * dtype.size();
         // One run is read in place; several are gathered into one staging buffer.
         let staging = match batch {
             [_] => None,

@@ -38,7 +38,7 @@ struct Shape {
 }
 
 /// A prepared GEMM: descriptor, layouts and algorithm for one shape.
-struct Prepared {
+struct GemmPlan {
     desc: sys::cublasLtMatmulDesc_t,
     a: sys::cublasLtMatrixLayout_t,
     b: sys::cublasLtMatrixLayout_t,
@@ -46,7 +46,7 @@ struct Prepared {
     algo: sys::cublasLtMatmulAlgo_t,
 }
 
-impl Drop for Prepared {
+impl Drop for GemmPlan {
     fn drop(&mut self) {
         // SAFETY: each handle was created once by `prepare`, is owned by this value alone
         // and is destroyed once, here; no launch that uses it is still being enqueued
@@ -80,7 +80,7 @@ pub(crate) struct Gemm {
     handle: sys::cublasLtHandle_t,
     stream: Arc<CudaStream>,
     workspace: CudaSlice<u8>,
-    cache: Mutex<HashMap<Shape, Prepared>>,
+    cache: Mutex<HashMap<Shape, GemmPlan>>,
 }
 
 // SAFETY: the handle is used only under the cache mutex or by the tower's single forward
@@ -103,7 +103,7 @@ impl Gemm {
         })
     }
 
-    fn prepare(&self, s: Shape) -> Result<Prepared> {
+    fn prepare(&self, s: Shape) -> Result<GemmPlan> {
         let set_desc = |desc, attr, value: &i32| {
             // SAFETY: `desc` was just created by `create_matmul_desc` and is live; the
             // attribute is an i32 and `value` points to one for the call's duration.
@@ -158,7 +158,7 @@ impl Gemm {
             result::destroy_matmul_pref(pref).ok();
             h.map_err(blas)?
         };
-        Ok(Prepared {
+        Ok(GemmPlan {
             desc,
             a,
             b,

@@ -28,8 +28,13 @@ use crate::plan::Plan;
 use crate::weights::{HostData, HostTensor, VisionWeights};
 use gemm::{Elem, Gemm, Layer};
 
-fn cuda(e: impl std::fmt::Display) -> Error {
-    Error::Cuda(e.to_string())
+fn cuda<E: std::fmt::Display + 'static>(e: E) -> Error {
+    use cudarc::driver::sys::cudaError_enum as R;
+    let driver = (&e as &dyn std::any::Any).downcast_ref::<cudarc::driver::DriverError>();
+    match driver {
+        Some(d) if d.0 == R::CUDA_ERROR_OUT_OF_MEMORY => Error::OutOfMemory(e.to_string()),
+        _ => Error::Cuda(e.to_string()),
+    }
 }
 
 /// Rows of the MLP processed per chunk (bounds the activation memory).
@@ -97,6 +102,16 @@ struct Kernels {
 pub enum InputDtype {
     F32,
     Bf16,
+}
+
+impl InputDtype {
+    /// Bytes per value.
+    pub fn size(self) -> usize {
+        match self {
+            InputDtype::F32 => 4,
+            InputDtype::Bf16 => 2,
+        }
+    }
 }
 
 /// Embeddings left in device memory, `[rows, hidden]` of `dtype` (the model's).
@@ -505,8 +520,37 @@ impl CudaTower {
             .map(|m| m.iter().map(|(k, v)| (k.to_string(), *v)).collect())
     }
 
+    /// Encodes the pixel values in `pixels` (`plan.patches × patch_dim` of `dtype`, in
+    /// this tower's GPU memory; checked), ordered after the work queued on the buffer's
+    /// stream. The result stays on the device.
+    pub(crate) fn forward_buffer(
+        &self,
+        pixels: &CudaSlice<u8>,
+        dtype: InputDtype,
+        plan: &Plan,
+    ) -> Result<DeviceEmbeddings> {
+        let need = plan.patches * self.cfg.patch_dim() * dtype.size();
+        if pixels.len() < need {
+            return Err(Error::InvalidInput(format!(
+                "a pixel buffer of {} bytes for {} patches of {} {dtype:?} values",
+                pixels.len(),
+                plan.patches,
+                self.cfg.patch_dim()
+            )));
+        }
+        if pixels.context().cu_device() != self.stream.context().cu_device() {
+            return Err(Error::InvalidInput(
+                "the pixel buffer is on another GPU than the tower".into(),
+            ));
+        }
+        // The guard makes this tower's stream wait for the buffer's pending writes and
+        // keeps the buffer's stream from reusing it until the forward's reads are done.
+        let (ptr, _sync) = pixels.device_ptr(&self.stream);
+        self.forward(ptr, dtype, plan)
+    }
+
     /// Encodes pixel values already in device memory (`rows × patch_dim` of `dtype` at
-    /// `pixels`). The result stays on the device.
+    /// `pixels`; the caller keeps them alive and sized). The result stays on the device.
     pub(crate) fn forward(
         &self,
         pixels: u64,

@@ -91,6 +91,26 @@ pub(crate) fn nvcuvid() -> Result<&'static Nvcuvid, &'static str> {
         .map_err(String::as_str)
 }
 
+/// cuda.h's CUDA_ERROR_OUT_OF_MEMORY (the generated bindings carry only the codes the
+/// NVDEC headers name).
+const CUDA_ERROR_OUT_OF_MEMORY: ffi::CUresult = ffi::cudaError_enum(2);
+
+/// Turns a failed CUresult of a call that allocates (decoder creation) into an error:
+/// out of device memory, else what `otherwise` makes of the message.
+pub(crate) fn check_alloc(
+    result: ffi::CUresult,
+    call: &str,
+    otherwise: fn(String) -> crate::Error,
+) -> crate::Result<()> {
+    check(result, call).map_err(|message| {
+        if result == CUDA_ERROR_OUT_OF_MEMORY {
+            crate::Error::OutOfMemory(message)
+        } else {
+            otherwise(message)
+        }
+    })
+}
+
 /// Turns a CUresult into an error message naming the call.
 pub(crate) fn check(result: ffi::CUresult, call: &str) -> Result<(), String> {
     if result == ffi::CUresult::CUDA_SUCCESS {

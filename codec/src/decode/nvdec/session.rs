@@ -5,7 +5,7 @@ use std::ffi::{c_int, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Mutex;
 
-use super::api::{check, nvcuvid, Nvcuvid};
+use super::api::{check, check_alloc, nvcuvid, Nvcuvid};
 use super::caps::{chroma_of, codec_of, query, DecoderCaps};
 use super::ffi;
 use crate::decode::Wanted;
@@ -155,7 +155,7 @@ impl DecoderPool {
         // parser calls back on the thread that drives the session). The handle it writes
         // is owned by the returned Decoder.
         let created = unsafe { (lib.create_decoder)(&mut handle, info) };
-        check(created, "cuvidCreateDecoder").map_err(Error::DecoderUnavailable)?;
+        check_alloc(created, "cuvidCreateDecoder", Error::DecoderUnavailable)?;
         self.created
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(Decoder(handle))
@@ -362,7 +362,9 @@ impl State<'_> {
                 &mut params,
             )
         };
-        check(mapped, "cuvidMapVideoFrame64").map_err(|e| Error::bitstream("NVDEC", e))?;
+        check_alloc(mapped, "cuvidMapVideoFrame64", |e| {
+            Error::bitstream("NVDEC", e)
+        })?;
         // SAFETY: CUVIDGETDECODESTATUS is plain integers (all-zero is valid); the driver
         // writes it for a live decoder and a picture index of this decoder.
         let corrupt = unsafe {
@@ -412,9 +414,7 @@ fn guarded(user: *mut c_void, f: impl FnOnce(&mut State) -> Result<c_int, Error>
             0
         }
         Err(_) => {
-            state.error = Some(Error::DecoderUnavailable(
-                "panic in an NVDEC callback".into(),
-            ));
+            state.error = Some(Error::Internal("panic in an NVDEC callback".into()));
             0
         }
     }
