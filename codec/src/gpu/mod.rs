@@ -27,7 +27,7 @@ mod peer;
 mod prepare;
 mod split;
 
-pub use output::{GpuPart, DeviceFrames, SliceDone, SliceReady, SplitFrames};
+pub use output::{DeviceFrames, GpuPart, SliceDone, SliceReady, SplitFrames};
 pub use prepare::PrepareOptions;
 pub use split::Split;
 
