@@ -419,3 +419,87 @@ fn transcode_stores_bf16_embeddings_as_bf16() {
     let st1 = SafeTensors::deserialize(&single).unwrap();
     assert_eq!(widened, f32s(st1.tensor("embeddings").unwrap().data()));
 }
+
+#[test]
+fn a_folder_of_another_architecture_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("config.json"),
+        r#"{"architectures": ["Qwen3VLForConditionalGeneration"], "model_type": "qwen3_vl",
+            "vision_config": {"hidden_act": "gelu_pytorch_tanh", "depth": 2}}"#,
+    )
+    .unwrap();
+    let out = reel()
+        .args(["embed", "--device", "cpu", "-o"])
+        .arg(dir.path().join("out.safetensors"))
+        .arg("--model")
+        .arg(dir.path())
+        .arg(data("video/h264_main_bframes.mp4"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unsupported model"), "{err}");
+    assert!(err.contains("Qwen3VLForConditionalGeneration"), "{err}");
+    assert!(err.contains("Qwen2_5_VLForConditionalGeneration"), "{err}");
+    assert!(!dir.path().join("out.safetensors").exists());
+    let list = run_ok(reel().args(["model", "list", "--json"]));
+    let list: Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(list[0]["family"], "qwen2_5_vl");
+    assert!(list[0]["architectures"]
+        .as_array()
+        .unwrap()
+        .contains(&Value::from("Qwen2_5_VLForConditionalGeneration")));
+}
+
+#[test]
+fn serve_prints_its_configuration_from_file_and_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("reel.toml");
+    std::fs::write(
+        &file,
+        "cache_mib = 3\nworkers = 2\nlisten = \"127.0.0.1:1\"\n",
+    )
+    .unwrap();
+    let out = run_ok(
+        reel()
+            .args(["serve", "--print-config", "--workers", "6", "--config"])
+            .arg(&file),
+    );
+    let printed: toml::Value = toml::from_str(&out).unwrap();
+    assert_eq!(printed["cache_mib"].as_integer(), Some(3), "{out}");
+    assert_eq!(printed["workers"].as_integer(), Some(6), "{out}");
+    assert_eq!(printed["listen"].as_str(), Some("127.0.0.1:1"), "{out}");
+    std::fs::write(&file, "cache_mb = 3\n").unwrap();
+    let bad = reel()
+        .args(["serve", "--print-config", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("cache_mb"));
+}
+
+#[test]
+fn a_closed_stdout_ends_quietly() {
+    use std::process::Stdio;
+    let mut child = reel()
+        .args(["probe", "--json", "--packets"])
+        .arg(data("video/h264_longgop.mp4"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

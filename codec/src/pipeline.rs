@@ -180,8 +180,9 @@ pub fn check_readable(video: &Video, plan: &SamplePlan) -> Result<()> {
     check_packets(video, plan.decode.iter().flat_map(|r| r.packets.clone()))
 }
 
-/// Fails when one of `packets` lies past the end of a truncated file.
-pub(crate) fn check_packets(video: &Video, packets: impl IntoIterator<Item = usize>) -> Result<()> {
+/// Fails when one of `packets` lies past the end of a truncated file
+/// ([`Error::Truncated`]).
+pub fn check_packets(video: &Video, packets: impl IntoIterator<Item = usize>) -> Result<()> {
     let len = video.source().len();
     let index = video.index().packets();
     for p in packets {

@@ -81,7 +81,17 @@ pub fn run(args: ModelArgs) -> anyhow::Result<()> {
             Ok(())
         }
         ModelCommand::Init(a) => {
-            let arch = Arch::from_name(&a.arch)?;
+            let arch = Arch::from_name(&a.arch).map_err(|_| {
+                let presets: Vec<&str> = reel_encoder::models::FAMILIES
+                    .iter()
+                    .flat_map(|f| f.presets.iter().copied())
+                    .collect();
+                anyhow::anyhow!(
+                    "unknown architecture `{}` (reel model init writes: {})",
+                    a.arch,
+                    presets.join(", ")
+                )
+            })?;
             let t = std::time::Instant::now();
             write_random(arch, a.seed, DType::from_name(&a.dtype)?, &a.output)?;
             crate::output::print(format_args!(

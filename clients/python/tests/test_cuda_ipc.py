@@ -148,3 +148,45 @@ def test_hf_e2e_on_gpu(make_server, torch):
     assert report["control_differs"]
     assert report["max_abs_diff_embeddings"] < 1e-3, report
     assert report["equal"], report
+
+
+def _hold_device_memory(torch):
+    """Takes every byte torch can allocate on the GPU, in shrinking chunks, and returns
+    the tensors (freeing them gives the memory back)."""
+    held = []
+    for chunk in (1 << 30, 64 << 20, 4 << 20, 1 << 20, 64 << 10):
+        while True:
+            try:
+                held.append(torch.empty(chunk, dtype=torch.uint8, device="cuda"))
+            except torch.OutOfMemoryError:
+                break
+    return held
+
+
+def test_device_out_of_memory_is_resource_exhausted_and_the_server_goes_on(make_server, torch):
+    """A request that cannot get device memory fails with RESOURCE_EXHAUSTED (not
+    UNAVAILABLE, which clients retry), and the server serves the next request once the
+    memory is back: the OOM is real, taken by another process (this one) while the
+    server's first request needs decoder surfaces, frame buffers and activations."""
+    import grpc
+
+    from reel_client import ReelError
+
+    s = make_server("--ipc-pool-mib", "64", "--cache-mib", "0", device="cuda")
+    with s.client() as c:
+        c.info()  # the server is up, its model loaded
+        held = _hold_device_memory(torch)
+        try:
+            free, _ = torch.cuda.mem_get_info()
+            with pytest.raises(ReelError) as e:
+                c.embed(VIDEO, output="inline")
+            print(f"with {free >> 20} MiB free: {e.value.code()}: {e.value.details()}")
+            assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e.value.details()
+            assert "memory" in e.value.details()
+        finally:
+            del held
+            gc.collect()
+            torch.cuda.empty_cache()
+        with c.embed(VIDEO, output="inline") as r:
+            assert r.shape[0] > 0
+        assert c.info().gpus

@@ -57,24 +57,10 @@ pub fn decode_yuv(
     Ok(report)
 }
 
-/// Fails when the packet of one of `frames` lies past the end of a truncated file (as
-/// the library's own checks do).
+/// Fails when the packet of one of `frames` lies past the end of a truncated file.
 fn check_readable_frames(video: &Video, frames: &[usize]) -> Result<()> {
-    let len = video.source().len();
-    let index = video.index().packets();
-    for &frame in frames {
-        let p = video.index().frame_packet(frame);
-        let packet = &index[p];
-        if packet.offset.saturating_add(u64::from(packet.size)) > len {
-            return Err(Error::Truncated {
-                index: p,
-                offset: packet.offset,
-                size: packet.size.into(),
-                len,
-            });
-        }
-    }
-    Ok(())
+    let packets = frames.iter().map(|&f| video.index().frame_packet(f));
+    reel_codec::pipeline::check_packets(video, packets)
 }
 
 /// Copies a mapped picture to the host and packs it as planar YUV without padding.
