@@ -6,11 +6,14 @@
 # bench/gpu/collect.py turns them into bench/results/*.json.
 set -uo pipefail
 FETCH=${OUT:-/tmp/reel-gpu-out}
-OUT=/tmp/reel-gpu-results
+# Results of a run with another BIN (e.g. an older commit's, to compare on the same card)
+# get this prefix: TAG=old- BIN=.carry/old bash bench/gpu/run.sh
+TAG=${TAG:-}
+OUT=/tmp/reel-gpu-results${TAG:+-$TAG}
 rm -rf "$OUT" && mkdir -p "$OUT" "$FETCH"
 export LD_LIBRARY_PATH=/usr/local/cuda/lib64:/usr/local/nvidia/lib64:${LD_LIBRARY_PATH:-}
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1 PYTHONUNBUFFERED=1
-BIN=.carry/bin
+BIN=${BIN:-.carry/bin}
 log="$OUT/gpu-tests.log"
 { nvidia-smi; nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv; } > "$log" 2>&1
 python3 -m pip install -q --no-index --no-deps .carry/wheels/*.whl >> "$log" 2>&1
@@ -26,7 +29,7 @@ h264=$clips/h264_30s.h264; hevc=$clips/hevc_30s.hevc
 
 step() { echo "== $1: rc=$2" | tee -a "$OUT/steps.txt"; }
 # Steps to run (comma-separated): tests, decode, frames, encoder, batching, client, e2e,
-# handoff, transcode, scaling, split, host, logical.
+# handoff, transcode, scaling, split, host, logical, headline.
 ONLY=${ONLY:-tests,decode,frames}
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
 # The random 7B tower (written once per machine) and the Python plugin, for the steps
@@ -246,6 +249,22 @@ step logical-serve $?
 grep -E "replica|model q7b|split|error|panic" /tmp/reel-logical/serve.log | head -20 >> "$OUT/steps.txt"
 fi
 
+# 15. The headline numbers of reel alone, no peers (frames on every engine, the 7B tower,
+#     serve end to end), to compare one build with another on the same card: run it again
+#     with BIN=<other build> TAG=<name>- in the same call.
+if want headline; then
+model_7b
+timeout 180 "$BIN/reel" bench frames "$h264" "$hevc" "$clips/h264_5min.h264" --device cuda --iterations 5 \
+  > "$OUT/${TAG}headline-frames.json" 2>> "$OUT/steps.txt"
+step "${TAG}headline-frames" $?
+timeout 300 "$BIN/reel" bench encode --model "$model" --device cuda > "$OUT/${TAG}headline-encode.json" 2>> "$OUT/steps.txt"
+step "${TAG}headline-encode" $?
+install_client
+timeout 300 python3 bench/serve/bench_e2e.py --reel-bin "$PWD/$BIN/reel" --model "$model" --clip "$h264" \
+  --skip-baseline --workdir "/tmp/reel-${TAG}headline" > "$OUT/${TAG}headline-e2e.json" 2>> "$OUT/steps.txt"
+step "${TAG}headline-e2e" $?
+fi
+
 grep -E "^test |test result|CUDA vs CPU|worst|max rel|bit-identical|max abs diff|sessions:|Unsupported|reported" "$log" | tail -60
 cat "$OUT/steps.txt" | tail -30
-tar -C "$OUT" -cf "$FETCH/results.tar" . && cp "$OUT/steps.txt" "$FETCH/" 2>/dev/null
+tar -C "$OUT" -cf "$FETCH/${TAG}results.tar" . && cp "$OUT/steps.txt" "$FETCH/${TAG}steps.txt" 2>/dev/null
