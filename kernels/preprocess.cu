@@ -13,6 +13,13 @@ struct ColorParams {
     float y_offset, y_scale, c_offset, c_scale;
     float cr_r, cb_g, cr_g, cb_b;
     int identity;  // GBR stored in YUV planes
+    // 0: accurate (the floats above); 1: swscale's unscaled converter (8-bit 4:2:0);
+    // 2: swscale's look-up-table arithmetic (wider 4:2:0, 4:4:4). codec/src/preprocess/swscale.rs.
+    int mode;
+    int bits;
+    int left_sited;  // 4:2:0 chroma on the left luma column: moved to the centre in mode 2
+    int y_coeff, vr, ub, ug, vg, y_offset_i;  // unscaled converter, Q13
+    int cy, oy, base, crv, cbu, cgu, cgv;     // tables
 };
 
 struct Surface {
@@ -75,8 +82,78 @@ __device__ float chroma_upsampled(const Surface& s, int comp, int x, int y) {
     return __fadd_rn(__fmul_rn(0.5f, v0), __fmul_rn(0.5f, v1));
 }
 
+__device__ __forceinline__ int clamp_u8(int v) { return v < 0 ? 0 : (v > 255 ? 255 : v); }
+
+// A wide sample rounded to 8 bits as swscale's input stage does; 8-bit samples as they are.
+__device__ __forceinline__ int narrow(int v, int bits) {
+    if (bits <= 8) return v;
+    int shift = 15 - (bits > 15 ? 15 : bits);
+    return (int)((((long long)v << shift) * 4096 + (1 << 18)) >> 19);
+}
+
+// swscale's C look-up tables, as closed forms (Swscale::table).
+__device__ __forceinline__ int table_step(int c, int inc) {
+    return (int)(((long long)c * inc) >> 16) - (inc >> 9);
+}
+__device__ __forceinline__ int table_luma(const ColorParams& p, int k) {
+    long long v = ((long long)(k + p.base) * p.cy - (384LL << 16) - p.oy + 0x8000) >> 16;
+    return clamp_u8((int)v);
+}
+
+// Chroma sample (comp, cx, row) as swscale's 15-bit intermediate: left-sited chroma moved
+// to the centre with (3*C[k] + C[k+1]) / 4 in Q14 taps, else just widened.
+__device__ __forceinline__ long long chroma_15bit(const Surface& s, const ColorParams& p,
+                                                  int comp, int cx, int cw, int row) {
+    int bits = p.bits > 15 ? 15 : (p.bits < 9 ? 9 : p.bits);
+    long long c = (long long)chroma_at(s, comp, cx, row);
+    if (p.left_sited) {
+        long long next = (long long)chroma_at(s, comp, cx + 1 < cw ? cx + 1 : cw - 1, row);
+        return (c * 12288 + next * 4096) >> (bits - 1);
+    }
+    return c << (15 - bits);
+}
+
+// The reference readers' conversion (codec/src/preprocess/swscale.rs), integers only.
+__device__ void rgb_swscale(const Surface& s, const ColorParams& p, int x, int y, float out[3]) {
+    int Y = (int)sample(s.luma + (long long)y * s.pitch, x, s.wide, s.shift);
+    if (p.mode == 1) {
+        // Each chroma sample serves its 2x2 block; 16-bit fixed point, floored products.
+        int U = (int)chroma_at(s, 0, x / 2, y / 2), V = (int)chroma_at(s, 1, x / 2, y / 2);
+        int yy = ((8 * Y - p.y_offset_i) * p.y_coeff) >> 16;
+        int u = 8 * (U - 128), v = 8 * (V - 128);
+        out[0] = (float)clamp_u8(yy + ((v * p.vr) >> 16));
+        out[1] = (float)clamp_u8(yy + (((u * p.ug) >> 16) + ((v * p.vg) >> 16)));
+        out[2] = (float)clamp_u8(yy + ((u * p.ub) >> 16));
+        return;
+    }
+    int U, V;
+    if (s.chroma420) {
+        // Wide 4:2:0: chroma rows blended 1/4 and 3/4 (centre-sited, edges clamped).
+        int rows = (s.height + 1) / 2, k = y / 2, a, b;
+        long long wa;
+        if (y % 2 == 0) { a = k > 0 ? k - 1 : 0; b = k; wa = 1024; }
+        else { a = k; b = k + 1 < rows ? k + 1 : rows - 1; wa = 3072; }
+        int cx = x / 2, cw = (s.width + 1) / 2;
+        long long ua = chroma_15bit(s, p, 0, cx, cw, a), ub = chroma_15bit(s, p, 0, cx, cw, b);
+        long long va = chroma_15bit(s, p, 1, cx, cw, a), vb = chroma_15bit(s, p, 1, cx, cw, b);
+        U = clamp_u8((int)((ua * wa + ub * (4096 - wa) + (1 << 18)) >> 19));
+        V = clamp_u8((int)((va * wa + vb * (4096 - wa) + (1 << 18)) >> 19));
+    } else {
+        U = narrow((int)chroma_at(s, 0, x, y), p.bits);
+        V = narrow((int)chroma_at(s, 1, x, y), p.bits);
+    }
+    Y = narrow(Y, p.bits);
+    out[0] = (float)table_luma(p, Y + table_step(V, p.crv));
+    out[1] = (float)table_luma(p, Y + table_step(U, p.cgu) + table_step(V, p.cgv));
+    out[2] = (float)table_luma(p, Y + table_step(U, p.cbu));
+}
+
 // RGB levels of source pixel (x, y).
 __device__ void rgb_at(const Surface& s, const ColorParams& p, int x, int y, float out[3]) {
+    if (p.mode != 0) {
+        rgb_swscale(s, p, x, y, out);
+        return;
+    }
     float Y = sample(s.luma + (long long)y * s.pitch, x, s.wide, s.shift);
     float cb = chroma_upsampled(s, 0, x, y);
     float cr = chroma_upsampled(s, 1, x, y);

@@ -503,3 +503,66 @@ fn a_closed_stdout_ends_quietly() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn embeddings_from_the_file_are_hfs() {
+    // HF's tiny tower on HF's processor on PyAV's frames of the same file
+    // (tests/golden/make_color_golden.py), against `reel embed` on the CPU in f32.
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("emb.safetensors");
+    run_ok(
+        reel()
+            .args(["embed", "--device", "cpu", "--dtype", "f32", "--model"])
+            .arg(data("tiny-qwen2.5-vl"))
+            .arg("-o")
+            .arg(&out)
+            .arg(data("video/h264_main_bframes.mp4")),
+    );
+    let bytes = std::fs::read(&out).unwrap();
+    let ours = SafeTensors::deserialize(&bytes).unwrap();
+    let ours = f32s(ours.tensor("embeddings").unwrap().data());
+    let golden = std::fs::read(data("golden/color.safetensors")).unwrap();
+    let golden = SafeTensors::deserialize(&golden).unwrap();
+    let theirs = f32s(
+        golden
+            .tensor("h264_main_bframes.mp4.tiny_embeddings")
+            .unwrap()
+            .data(),
+    );
+    assert_eq!(ours.len(), theirs.len());
+    let diff: f64 = ours
+        .iter()
+        .zip(&theirs)
+        .map(|(a, b)| f64::from(a - b).powi(2))
+        .sum();
+    let norm: f64 = theirs.iter().map(|b| f64::from(*b).powi(2)).sum();
+    let rel = (diff / norm).sqrt();
+    println!("tiny tower from the file: relative L2 {rel:.2e} against HF");
+    assert!(rel <= 2e-3, "relative L2 {rel}");
+}
+
+#[test]
+fn frames_take_the_colour_conversion() {
+    let dir = tempfile::tempdir().unwrap();
+    let frames = |color: &str| {
+        let out = dir.path().join(format!("{color}.safetensors"));
+        run_ok(
+            reel()
+                .args(["frames", "--device", "cpu", "--color", color, "-o"])
+                .arg(&out)
+                .arg(data("video/h264_main_bframes.mp4")),
+        );
+        let bytes = std::fs::read(&out).unwrap();
+        let t = SafeTensors::deserialize(&bytes).unwrap();
+        f32s(t.tensor("pixel_values").unwrap().data())
+    };
+    let (reference, accurate) = (frames("reference"), frames("accurate"));
+    assert_eq!(reference.len(), accurate.len());
+    assert_ne!(reference, accurate);
+    let bad = reel()
+        .args(["frames", "--color", "pretty", "-o", "/dev/null"])
+        .arg(data("video/h264_main_bframes.mp4"))
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+}

@@ -7,7 +7,8 @@ use rayon::prelude::*;
 use crate::decode::{DecodeReport, DecodedFrame};
 use crate::plan::TEMPORAL_PATCH_SIZE;
 use crate::preprocess::{
-    resize_planes, write_frame, ColorConverter, Normalization, PixelValues, RgbImage, PATCH_DIM,
+    resize_planes, write_frame, ColorConverter, ColorMode, Normalization, PixelValues, RgbImage,
+    PATCH_DIM,
 };
 use crate::stream::{Range, StreamInfo};
 use crate::{Error, Result, SamplePlan, Video};
@@ -25,13 +26,16 @@ pub fn frame_to_rgb(
     frame: &DecodedFrame,
     height: usize,
     width: usize,
+    color: ColorMode,
 ) -> RgbImage {
     let range = match frame.full_range {
         Some(true) => Range::Full,
         Some(false) => Range::Limited,
         None => info.color.conversion_range(),
     };
-    let converter = ColorConverter::new(info.color.conversion_matrix(), range, info.bit_depth);
+    let converter =
+        ColorConverter::new(info.color.conversion_matrix(), range, info.bit_depth, color)
+            .left_sited(info.chroma_left_sited());
     let planes = converter
         .convert_planar(&frame.image)
         .rotated(info.rotation);
@@ -125,7 +129,7 @@ pub fn prepare_cpu(
                     cancel,
                     &mut |frame| {
                         let _span = tracing::info_span!("convert", frame = frame.frame).entered();
-                        let image = frame_to_rgb(info, &frame, h, w);
+                        let image = frame_to_rgb(info, &frame, h, w, plan.color);
                         let mut out = resized.lock().expect("no panics while holding the lock");
                         for &slot in &slots[&frame.frame] {
                             out[slot] = Some(image.clone());

@@ -10,6 +10,7 @@ use std::ops::Range;
 use serde::Serialize;
 
 use crate::index::PacketIndex;
+use crate::preprocess::ColorMode;
 use crate::stream::StreamInfo;
 use crate::{Error, Result};
 
@@ -50,6 +51,8 @@ pub struct SamplingOptions {
     pub total_pixels: f64,
     /// A fixed size (height, width), rounded to multiples of 28.
     pub resized: Option<(u32, u32)>,
+    /// How YUV becomes RGB (the reference readers' arithmetic by default).
+    pub color: ColorMode,
 }
 
 /// qwen-vl-utils' VIDEO_MIN_TOKEN_NUM × 28².
@@ -72,6 +75,7 @@ impl Default for SamplingOptions {
             max_pixels: None,
             total_pixels: (128_000u64 * 28 * 28) as f64 * 0.9,
             resized: None,
+            color: ColorMode::default(),
         }
     }
 }
@@ -99,6 +103,8 @@ pub struct SamplePlan {
     pub second_per_grid_t: f64,
     /// Packet ranges to decode, ascending and disjoint.
     pub decode: Vec<DecodeRange>,
+    /// How the frames' YUV becomes RGB.
+    pub color: ColorMode,
 }
 
 impl SamplePlan {
@@ -142,6 +148,7 @@ impl SamplePlan {
             resized_width,
             grid_thw,
             second_per_grid_t: TEMPORAL_PATCH_SIZE as f64 / sample_fps,
+            color: options.color,
         })
     }
 

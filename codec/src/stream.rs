@@ -254,6 +254,13 @@ pub struct StreamInfo {
 }
 
 impl StreamInfo {
+    /// Whether 4:2:0 chroma is sited on the left luma column, as FFmpeg's decoders report
+    /// it for H.264 and HEVC (their default when the stream says nothing) and not for
+    /// VP9 or AV1. Only the reference conversion of wide samples depends on it.
+    pub fn chroma_left_sited(&self) -> bool {
+        matches!(self.codec, Codec::H264 | Codec::Hevc)
+    }
+
     /// Size of frames as displayed, after rotation: (height, width).
     pub fn display_size(&self) -> (u32, u32) {
         if self.rotation.is_transposed() {

@@ -136,7 +136,7 @@ fn gpu_preprocessing_matches_cpu_on_the_same_pictures() {
                     corrupt,
                     full_range: None,
                 };
-                by_frame.insert(frame, frame_to_rgb(info, &decoded, h, w));
+                by_frame.insert(frame, frame_to_rgb(info, &decoded, h, w, plan.color));
             })
             .unwrap();
             let mut frames: Vec<_> = plan.frames.iter().map(|f| by_frame[f].clone()).collect();

@@ -46,6 +46,12 @@ pub struct SamplingArgs {
     /// Resize every frame to this width (with --resized-height).
     #[arg(long, requires = "resized_height")]
     pub resized_width: Option<u32>,
+    /// YUV to RGB: `reference` gives the frames OpenCV, PyAV and torchcodec read from the
+    /// same file (FFmpeg swscale's arithmetic; what the models saw); `accurate` uses the
+    /// signalled matrix and range in floating point with bilinear chroma (truer colours,
+    /// not what the models were trained on). docs/preprocessing.md.
+    #[arg(long, default_value_t = reel_codec::preprocess::ColorMode::Reference)]
+    pub color: reel_codec::preprocess::ColorMode,
 }
 
 impl SamplingArgs {
@@ -63,6 +69,7 @@ impl SamplingArgs {
             max_pixels: self.max_pixels.map(|p| p as f64),
             total_pixels: self.total_pixels,
             resized: self.resized_height.zip(self.resized_width),
+            color: self.color,
         }
     }
 }

@@ -94,6 +94,10 @@ fn sampling(s: Option<pb::Sampling>) -> SamplingOptions {
     if let (Some(h), Some(w)) = (s.resized_height, s.resized_width) {
         o.resized = Some((h, w));
     }
+    o.color = match pb::ColorConversion::try_from(s.color) {
+        Ok(pb::ColorConversion::Accurate) => reel_codec::preprocess::ColorMode::Accurate,
+        _ => reel_codec::preprocess::ColorMode::Reference,
+    };
     o
 }
 

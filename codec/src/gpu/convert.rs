@@ -11,7 +11,7 @@ use super::peer::SliceCopy;
 use super::{driver, Gpu, PixelDtype};
 use crate::decode::nvdec::Picture;
 use crate::plan::{SamplePlan, TEMPORAL_PATCH_SIZE};
-use crate::preprocess::{ColorConverter, Normalization, TapTable, PATCH_DIM};
+use crate::preprocess::{ColorConverter, ColorMode, Normalization, TapTable, PATCH_DIM};
 use crate::stream::{Range, Rotation, StreamInfo};
 use crate::{Error, Result};
 
@@ -36,6 +36,14 @@ struct SurfaceArg {
 struct ColorArg {
     constants: [f32; 8],
     identity: i32,
+    /// 0: accurate (the floats); 1: swscale's unscaled converter (8-bit 4:2:0);
+    /// 2: swscale's tables (wider 4:2:0 with vertical chroma interpolation, 4:4:4).
+    mode: i32,
+    bits: i32,
+    /// Chroma sited on the left luma column (moved to the centre in mode 2).
+    left_sited: i32,
+    /// y_coeff, vr, ub, ug, vg, y_offset, cy, oy, base, crv, cbu, cgu, cgv.
+    swscale: [i32; 13],
 }
 
 // SAFETY: both are #[repr(C)], Copy, plain integers and floats with no padding-dependent
@@ -45,7 +53,7 @@ unsafe impl DeviceRepr for SurfaceArg {}
 // SAFETY: as for SurfaceArg above.
 unsafe impl DeviceRepr for ColorArg {}
 const _: () =
-    assert!(std::mem::size_of::<SurfaceArg>() == 48 && std::mem::size_of::<ColorArg>() == 36);
+    assert!(std::mem::size_of::<SurfaceArg>() == 48 && std::mem::size_of::<ColorArg>() == 100);
 
 /// Tap tables in device memory.
 struct DeviceTaps {
@@ -80,6 +88,8 @@ pub(super) struct FrameKernels<'a> {
     v_taps: DeviceTaps,
     vertical_resize: bool,
     tmp: CudaSlice<f32>,
+    /// How YUV becomes RGB (the plan's).
+    color: ColorMode,
     /// One temporal slice, for frames whose slots are on another GPU: written here, then
     /// copied over (made on the first such frame).
     staging: Option<CudaSlice<u8>>,
@@ -118,6 +128,7 @@ impl<'a> FrameKernels<'a> {
             v_taps: DeviceTaps::upload(&stream, &TapTable::new(dh, oh))?,
             vertical_resize: dh != oh,
             tmp: stream.alloc_zeros(3 * dh * ow).map_err(driver)?,
+            color: plan.color,
             staging: None,
             slice_rows: plan.grid_thw[1] * plan.grid_thw[2],
             stream,
@@ -207,13 +218,49 @@ impl<'a> FrameKernels<'a> {
                 Range::Limited
             }
         });
-        let converter =
-            ColorConverter::new(self.info.color.conversion_matrix(), range, p.bit_depth);
-        let color = ColorArg {
-            constants: converter.constants(),
-            identity: i32::from(
-                self.info.color.conversion_matrix() == crate::stream::Matrix::Identity,
-            ),
+        let converter = ColorConverter::new(
+            self.info.color.conversion_matrix(),
+            range,
+            p.bit_depth,
+            self.color,
+        )
+        .left_sited(self.info.chroma_left_sited());
+        let identity = self.info.color.conversion_matrix() == crate::stream::Matrix::Identity;
+        let color = match converter.swscale() {
+            Some(sws) => ColorArg {
+                constants: converter.constants(),
+                identity: i32::from(identity),
+                mode: if p.bit_depth == 8 && p.format.is_420() {
+                    1
+                } else {
+                    2
+                },
+                bits: i32::from(p.bit_depth),
+                left_sited: i32::from(converter.is_left_sited()),
+                swscale: [
+                    sws.y_coeff,
+                    sws.vr,
+                    sws.ub,
+                    sws.ug,
+                    sws.vg,
+                    sws.y_offset,
+                    sws.cy,
+                    sws.oy,
+                    sws.base,
+                    sws.crv,
+                    sws.cbu,
+                    sws.cgu,
+                    sws.cgv,
+                ],
+            },
+            None => ColorArg {
+                constants: converter.constants(),
+                identity: i32::from(identity),
+                mode: 0,
+                bits: i32::from(p.bit_depth),
+                left_sited: 0,
+                swscale: [0; 13],
+            },
         };
         let (disp_w, disp_h, out_w) = (dw as i32, dh as i32, ow as i32);
         let mut pass1 = self.stream.launch_builder(&self.gpu.convert_h);

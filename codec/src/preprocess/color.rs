@@ -1,5 +1,10 @@
 //! YUV → RGB conversion, defined once for both the CPU path and the CUDA kernel
-//! (kernels/preprocess.cu implements the same arithmetic):
+//! (kernels/preprocess.cu implements the same arithmetic), in two modes ([`ColorMode`]):
+//!
+//! - `reference` (the default): what the reference readers hand to Hugging Face's
+//!   processors, FFmpeg swscale's integer arithmetic ([`super::swscale`]);
+//! - `accurate`: the signalled matrix and range in floating point with MPEG-2-sited
+//!   bilinear chroma:
 //!
 //! - normalized luma `y = (Y - off_y) / range_y` and chroma `c = (C - off_c) / range_c`
 //!   (limited range: 16/219 and 128/224 scaled by 2^(bits-8); full range: 0 and
@@ -14,7 +19,45 @@ use multiversion::multiversion;
 
 use crate::stream::{Chroma, Matrix, Range};
 
+use super::swscale::{self, Swscale};
 use super::{Planes, RgbImage};
+
+/// Which YUV → RGB conversion preprocessing uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ColorMode {
+    /// What the reference readers (OpenCV, PyAV, torchvision, torchcodec: FFmpeg's
+    /// swscale with default flags) give for the same file, bit for bit: what the models
+    /// were trained and are served on.
+    #[default]
+    Reference,
+    /// The signalled matrix and range in floating point, chroma upsampled bilinearly with
+    /// MPEG-2 siting: closer to the true colours, not what the models saw.
+    Accurate,
+}
+
+impl std::str::FromStr for ColorMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "reference" => Ok(ColorMode::Reference),
+            "accurate" => Ok(ColorMode::Accurate),
+            _ => Err(format!(
+                "unknown colour conversion '{s}' (expected reference or accurate)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for ColorMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ColorMode::Reference => "reference",
+            ColorMode::Accurate => "accurate",
+        })
+    }
+}
 
 /// Sample storage of a planar YUV image.
 #[derive(Clone, Copy, Debug)]
@@ -48,10 +91,16 @@ pub struct ColorConverter {
     cr_g: f32,
     cb_b: f32,
     identity: bool,
+    /// The reference readers' integer constants, used in [`ColorMode::Reference`].
+    swscale: Option<Swscale>,
+    bit_depth: u8,
+    /// 4:2:0 chroma sited on the left luma column (H.264's and HEVC's default), which
+    /// the reference readers' scaler moves to the centre for wide samples.
+    left_sited: bool,
 }
 
 impl ColorConverter {
-    pub fn new(matrix: Matrix, range: Range, bit_depth: u8) -> Self {
+    pub fn new(matrix: Matrix, range: Range, bit_depth: u8, mode: ColorMode) -> Self {
         let unit = f32::from(1u16 << (bit_depth.clamp(8, 16) - 8));
         let max = (1u32 << bit_depth.clamp(8, 16)) as f32 - 1.0;
         let (y_offset, y_scale, c_offset, c_scale) = match range {
@@ -83,7 +132,29 @@ impl ColorConverter {
             },
             cb_b: (2.0 * (1.0 - kb)) as f32,
             identity: matrix == Matrix::Identity,
+            // GBR stored as planes converts exactly either way (a copy of the levels).
+            swscale: (mode == ColorMode::Reference && matrix != Matrix::Identity)
+                .then(|| Swscale::new(matrix, range)),
+            bit_depth: bit_depth.clamp(8, 16),
+            left_sited: false,
         }
+    }
+
+    /// The same conversion for chroma sited on the left luma column
+    /// ([`crate::StreamInfo::chroma_left_sited`]).
+    pub fn left_sited(mut self, left: bool) -> Self {
+        self.left_sited = left;
+        self
+    }
+
+    /// Whether chroma is taken as left-sited.
+    pub fn is_left_sited(&self) -> bool {
+        self.left_sited
+    }
+
+    /// The reference readers' integer constants, in [`ColorMode::Reference`].
+    pub fn swscale(&self) -> Option<&Swscale> {
+        self.swscale.as_ref()
     }
 
     /// The constants in the order the CUDA kernel takes them.
@@ -108,6 +179,78 @@ impl ColorConverter {
     /// Converts a whole image into planes of 8-bit values held as f32, the input the
     /// resize works on.
     pub fn convert_planar(&self, img: &YuvImage) -> Planes {
+        match &self.swscale {
+            Some(sws) => self.convert_reference(sws, img),
+            None => self.convert_accurate(img),
+        }
+    }
+
+    /// [`ColorMode::Reference`]: swscale's integer arithmetic (module [`swscale`]).
+    fn convert_reference(&self, sws: &Swscale, img: &YuvImage) -> Planes {
+        let (w, h) = (img.width, img.height);
+        let mut out = Planes::new(w, h);
+        let chroma_rows = match img.chroma {
+            Chroma::Yuv420 => h.div_ceil(2),
+            _ => h,
+        };
+        let cw = match img.chroma {
+            Chroma::Yuv420 | Chroma::Yuv422 => w.div_ceil(2),
+            Chroma::Yuv444 | Chroma::Monochrome => w,
+        };
+        let bits = self.bit_depth;
+        let (mut luma, mut u, mut v) = (vec![0i32; w], vec![128i32; cw], vec![128i32; cw]);
+        let (mut above, mut below) = (vec![0u16; cw], vec![0u16; cw]);
+        let widen = |row: &[u16], out: &mut Vec<i64>| {
+            out.clear();
+            out.extend((0..row.len()).map(|k| {
+                let next = row[(k + 1).min(row.len() - 1)];
+                swscale::chroma_15bit(row[k], next, bits, self.left_sited)
+            }));
+        };
+        let (mut above15, mut below15) = (Vec::with_capacity(cw), Vec::with_capacity(cw));
+        let [r_plane, g_plane, b_plane] = &mut out.planes;
+        for y in 0..h {
+            read_row_i32(img, 0, y, bits, &mut luma);
+            if img.chroma != Chroma::Monochrome {
+                for (plane, values) in [(1, &mut u), (2, &mut v)] {
+                    match (img.chroma, bits) {
+                        // The unscaled converter: each chroma sample for its block.
+                        (Chroma::Yuv420, 8) => read_row_i32(img, plane, y / 2, 8, values),
+                        // The generic scaler: vertical interpolation of wide 4:2:0.
+                        (Chroma::Yuv420, _) => {
+                            let (a, b, weight) = swscale::chroma_rows_420(y, chroma_rows);
+                            read_row_u16(img, plane, a, &mut above);
+                            read_row_u16(img, plane, b, &mut below);
+                            widen(&above, &mut above15);
+                            widen(&below, &mut below15);
+                            for ((o, &x), &z) in values.iter_mut().zip(&above15).zip(&below15) {
+                                *o = swscale::blend_420(x, z, weight);
+                            }
+                        }
+                        _ => read_row_i32(img, plane, y, bits, values),
+                    }
+                }
+            }
+            let subsampled = matches!(img.chroma, Chroma::Yuv420 | Chroma::Yuv422);
+            let unscaled = bits == 8 && subsampled;
+            let row = y * w;
+            for x in 0..w {
+                let c = if subsampled { x / 2 } else { x };
+                let rgb = if unscaled {
+                    sws.unscaled(luma[x] as u8, u[c] as u8, v[c] as u8)
+                } else {
+                    sws.table(luma[x], u[c], v[c])
+                };
+                r_plane[row + x] = f32::from(rgb[0]);
+                g_plane[row + x] = f32::from(rgb[1]);
+                b_plane[row + x] = f32::from(rgb[2]);
+            }
+        }
+        out
+    }
+
+    /// [`ColorMode::Accurate`]: floating point, bilinear MPEG-2-sited chroma.
+    fn convert_accurate(&self, img: &YuvImage) -> Planes {
         let (w, h) = (img.width, img.height);
         let mut out = Planes::new(w, h);
         let (cw, ch) = match img.chroma {
@@ -210,6 +353,45 @@ fn read_row(img: &YuvImage, plane: usize, y: usize, out: &mut [f32]) {
     }
 }
 
+/// Reads row `y` of `plane` as 8-bit values: 8-bit samples as they are, wider ones
+/// rounded the way swscale's input stage does.
+fn read_row_i32(img: &YuvImage, plane: usize, y: usize, bits: u8, out: &mut [i32]) {
+    let start = y * img.strides[plane];
+    let len = out.len();
+    match img.samples {
+        YuvSamples::U8(p) => {
+            for (o, &s) in out.iter_mut().zip(&p[plane][start..start + len]) {
+                *o = i32::from(s);
+            }
+        }
+        YuvSamples::U16(p) => {
+            let bytes = &p[plane][start..start + 2 * len];
+            for (o, s) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *o = swscale::narrow(u16::from_le_bytes([s[0], s[1]]), bits);
+            }
+        }
+    }
+}
+
+/// Reads row `y` of `plane` as wide samples (8-bit ones widened).
+fn read_row_u16(img: &YuvImage, plane: usize, y: usize, out: &mut [u16]) {
+    let start = y * img.strides[plane];
+    let len = out.len();
+    match img.samples {
+        YuvSamples::U8(p) => {
+            for (o, &s) in out.iter_mut().zip(&p[plane][start..start + len]) {
+                *o = u16::from(s);
+            }
+        }
+        YuvSamples::U16(p) => {
+            let bytes = &p[plane][start..start + 2 * len];
+            for (o, s) in out.iter_mut().zip(bytes.chunks_exact(2)) {
+                *o = u16::from_le_bytes([s[0], s[1]]);
+            }
+        }
+    }
+}
+
 /// Vertical chroma interpolation: `a·(1-w1) + b·w1`.
 fn blend_rows(a: &[f32], b: &[f32], w1: f32, out: &mut [f32]) {
     for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
@@ -250,22 +432,22 @@ mod tests {
 
     #[test]
     fn limited_range_extremes() {
-        let bt601 = ColorConverter::new(Matrix::Bt601, Range::Limited, 8);
+        let bt601 = ColorConverter::new(Matrix::Bt601, Range::Limited, 8, ColorMode::Accurate);
         assert_eq!(convert_one(&bt601, 16, 128, 128), [0, 0, 0]);
         assert_eq!(convert_one(&bt601, 235, 128, 128), [255, 255, 255]);
         // BT.601 red: Y 81, Cb 90, Cr 240.
         let red = convert_one(&bt601, 81, 90, 240);
         assert!(red[0] >= 254 && red[1] <= 1 && red[2] <= 1, "{red:?}");
         // BT.709 red: Y 63, Cb 102, Cr 240.
-        let bt709 = ColorConverter::new(Matrix::Bt709, Range::Limited, 8);
+        let bt709 = ColorConverter::new(Matrix::Bt709, Range::Limited, 8, ColorMode::Accurate);
         let red = convert_one(&bt709, 63, 102, 240);
         assert!(red[0] >= 254 && red[1] <= 1 && red[2] <= 1, "{red:?}");
     }
 
     #[test]
     fn ten_bit_matches_eight_bit_scaled() {
-        let c8 = ColorConverter::new(Matrix::Bt709, Range::Limited, 8);
-        let c10 = ColorConverter::new(Matrix::Bt709, Range::Limited, 10);
+        let c8 = ColorConverter::new(Matrix::Bt709, Range::Limited, 8, ColorMode::Accurate);
+        let c10 = ColorConverter::new(Matrix::Bt709, Range::Limited, 10, ColorMode::Accurate);
         let (y, u, v) = (150u16, 100u16, 170u16);
         let s = |v: u16| (v * 4).to_le_bytes();
         let (py, pu, pv) = (s(y), s(u), s(v));
@@ -291,8 +473,68 @@ mod tests {
             samples: YuvSamples::U8([&py, &pu, &pv]),
             strides: [2, 1, 1],
         };
-        let conv = ColorConverter::new(Matrix::Bt601, Range::Limited, 8);
+        let conv = ColorConverter::new(Matrix::Bt601, Range::Limited, 8, ColorMode::Accurate);
         let rgb = conv.convert(&img).data;
         assert!(rgb.chunks(3).all(|p| p == &rgb[..3]));
+    }
+
+    /// A frame through the reference conversion against the same arithmetic written
+    /// out per pixel: chroma of its 2x2 block, odd sizes included.
+    #[test]
+    fn reference_420_uses_each_chroma_sample_for_its_block() {
+        let (w, h) = (5usize, 4usize);
+        let luma: Vec<u8> = (0..w * h).map(|i| (16 + 11 * i) as u8).collect();
+        let cb: Vec<u8> = (0..3 * 2).map(|i| (60 + 31 * i) as u8).collect();
+        let cr: Vec<u8> = (0..3 * 2).map(|i| (240 - 29 * i) as u8).collect();
+        let img = YuvImage {
+            width: w,
+            height: h,
+            chroma: Chroma::Yuv420,
+            samples: YuvSamples::U8([&luma, &cb, &cr]),
+            strides: [w, 3, 3],
+        };
+        let conv = ColorConverter::new(Matrix::Bt709, Range::Limited, 8, ColorMode::Reference);
+        let rgb = conv.convert(&img).data;
+        let sws = Swscale::new(Matrix::Bt709, Range::Limited);
+        for y in 0..h {
+            for x in 0..w {
+                let c = (y / 2) * 3 + x / 2;
+                let want = sws.unscaled(luma[y * w + x], cb[c], cr[c]);
+                assert_eq!(
+                    rgb[3 * (y * w + x)..3 * (y * w + x) + 3],
+                    want,
+                    "({x}, {y})"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn reference_10bit_interpolates_chroma_vertically() {
+        // 2x4 luma of 10-bit grey, chroma rows 512 and 1023: rows blend 1/4 and 3/4.
+        let word = |v: u16| v.to_le_bytes();
+        let luma: Vec<u8> = (0..8).flat_map(|_| word(400)).collect();
+        let cb: Vec<u8> = [512u16, 1023].iter().flat_map(|&v| word(v)).collect();
+        let cr: Vec<u8> = [512u16, 512].iter().flat_map(|&v| word(v)).collect();
+        let img = YuvImage {
+            width: 2,
+            height: 4,
+            chroma: Chroma::Yuv420,
+            samples: YuvSamples::U16([&luma, &cb, &cr]),
+            strides: [4, 2, 2],
+        };
+        let conv = ColorConverter::new(Matrix::Bt601, Range::Limited, 10, ColorMode::Reference);
+        let rgb = conv.convert(&img).data;
+        let sws = Swscale::new(Matrix::Bt601, Range::Limited);
+        // Row 0 uses chroma rows (0, 0); row 1 (0, 1) at 3/4 + 1/4; row 2 (0, 1) at 1/4 + 3/4.
+        let blue = |y: usize| rgb[3 * (2 * y) + 2];
+        let cb8 = |a: u16, b: u16, wa: i64| {
+            let wide = |c: u16| swscale::chroma_15bit(c, c, 10, false);
+            swscale::blend_420(wide(a), wide(b), wa)
+        };
+        assert_eq!(blue(0), sws.table(100, cb8(512, 512, 1024), 128)[2]);
+        assert_eq!(blue(1), sws.table(100, cb8(512, 1023, 3072), 128)[2]);
+        assert_eq!(blue(2), sws.table(100, cb8(512, 1023, 1024), 128)[2]);
+        assert!(blue(0) < blue(1) && blue(1) < blue(2), "{rgb:?}");
     }
 }

@@ -7,8 +7,9 @@ mod color;
 mod image;
 mod patchify;
 mod resize;
+pub mod swscale;
 
-pub use color::{ColorConverter, YuvImage, YuvSamples};
+pub use color::{ColorConverter, ColorMode, YuvImage, YuvSamples};
 pub use image::{Planes, RgbImage};
 pub use patchify::{write_frame, Normalization, PixelValues, PATCH_DIM};
 pub use resize::{resize_bicubic_aa, resize_planes, TapTable};

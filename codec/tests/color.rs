@@ -1,0 +1,130 @@
+//! HF-exact from the file: reel's CPU path against what the reference readers (PyAV and
+//! OpenCV, FFmpeg's swscale) and HF's processor make of the same fixture files. The
+//! goldens come from tests/golden/make_color_golden.py.
+#![cfg(feature = "ffmpeg")]
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use reel_codec::decode::{self, cpu};
+use reel_codec::preprocess::{ColorConverter, ColorMode, RgbImage};
+use reel_codec::Range;
+use reel_codec::{Cancel, SamplePlan, SamplingOptions, Video};
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+fn golden_dir() -> std::path::PathBuf {
+    common::video_dir().join("../golden")
+}
+
+fn golden() -> Value {
+    let text = std::fs::read_to_string(golden_dir().join("color.json")).expect("color.json");
+    serde_json::from_str(&text).expect("valid JSON")
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    common::hex(&Sha256::digest(bytes))
+}
+
+/// The sampled frames of `video`, decoded on the CPU and converted to RGB with `mode`
+/// at their stored size (no rotation, no resize).
+fn rgb_frames(video: &Video, plan: &SamplePlan, mode: ColorMode) -> BTreeMap<usize, RgbImage> {
+    let info = video.info();
+    let wanted = decode::Wanted::new(video, &plan.frames);
+    let mut out = BTreeMap::new();
+    for range in &plan.decode {
+        cpu::decode_range(video, range, &wanted, 1, &Cancel::new(), &mut |f| {
+            let range = match f.full_range {
+                Some(true) => Range::Full,
+                Some(false) => Range::Limited,
+                None => info.color.conversion_range(),
+            };
+            let conv =
+                ColorConverter::new(info.color.conversion_matrix(), range, info.bit_depth, mode)
+                    .left_sited(info.chroma_left_sited());
+            out.insert(f.frame, conv.convert(&f.image));
+        })
+        .unwrap();
+    }
+    out
+}
+
+/// (fraction of equal values, max |d| in levels, mean |d| in normalized units: levels
+/// over 255 · CLIP's smallest std, the worst a level can move a pixel value).
+fn compare(a: &[u8], b: &[u8]) -> (f64, u8, f64) {
+    assert_eq!(a.len(), b.len());
+    let d: Vec<u8> = a.iter().zip(b).map(|(x, y)| x.abs_diff(*y)).collect();
+    let equal = d.iter().filter(|&&v| v == 0).count() as f64 / d.len() as f64;
+    let max = d.iter().copied().max().unwrap_or(0);
+    let mean = d.iter().map(|&v| f64::from(v)).sum::<f64>() / d.len() as f64;
+    (equal, max, mean / (255.0 * 0.261_302_58))
+}
+
+#[test]
+fn the_readers_rgb_is_reproduced_from_the_file() {
+    // 8-bit: PyAV and OpenCV give the same bytes (the generator asserts it). 10-bit: they
+    // differ; PyAV, HF transformers' default reader, is the reference.
+    for (name, clip) in golden()["clips"].as_object().unwrap() {
+        let video = Video::open(common::fixture(name)).unwrap();
+        let plan =
+            SamplePlan::new(video.info(), video.index(), &SamplingOptions::default()).unwrap();
+        let frames = clip["frames"].as_array().unwrap();
+        let indices: Vec<usize> = frames
+            .iter()
+            .map(|f| f["index"].as_u64().unwrap() as usize)
+            .collect();
+        assert_eq!(plan.frames, indices, "{name}: sampled frames");
+        let rgb = rgb_frames(&video, &plan, ColorMode::Reference);
+        for f in frames {
+            let frame = f["index"].as_u64().unwrap() as usize;
+            assert_eq!(
+                sha256_hex(&rgb[&frame].data),
+                f["pyav_sha256"].as_str().unwrap(),
+                "{name}: frame {frame} differs from the reader's"
+            );
+        }
+    }
+}
+
+#[test]
+fn pixel_values_from_the_file_are_hfs() {
+    let golden = golden();
+    for (name, clip) in golden["clips"].as_object().unwrap() {
+        let video = Video::open(common::fixture(name)).unwrap();
+        let plan =
+            SamplePlan::new(video.info(), video.index(), &SamplingOptions::default()).unwrap();
+        let grid: Vec<usize> = clip["video_grid_thw"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
+        assert_eq!(plan.grid_thw.to_vec(), grid, "{name}: grid");
+        let prepared = reel_codec::pipeline::prepare_cpu(&video, &plan, 2, &Cancel::new()).unwrap();
+        let bytes: Vec<u8> = prepared
+            .pixel_values
+            .data
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        assert_eq!(
+            sha256_hex(&bytes),
+            clip["pixel_values_sha256"].as_str().unwrap(),
+            "{name}: pixel values differ from HF's"
+        );
+    }
+}
+
+#[test]
+fn accurate_mode_is_todays_float_conversion() {
+    // `--color accurate` keeps the signalled-matrix float path: it differs from the
+    // readers' on real video (their chroma is not interpolated) but stays close.
+    let video = Video::open(common::fixture("h264_main_bframes.mp4")).unwrap();
+    let plan = SamplePlan::new(video.info(), video.index(), &SamplingOptions::default()).unwrap();
+    let reference = rgb_frames(&video, &plan, ColorMode::Reference);
+    let accurate = rgb_frames(&video, &plan, ColorMode::Accurate);
+    let frame = plan.frames[0];
+    let (equal, max, _) = compare(&reference[&frame].data, &accurate[&frame].data);
+    assert!(equal < 0.9 && max > 2, "{equal} {max}");
+}
