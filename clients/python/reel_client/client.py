@@ -45,6 +45,11 @@ _MODE_NAMES = {
     pb.OUTPUT_MODE_INLINE: "inline",
     pb.OUTPUT_MODE_CUDA_IPC: "cuda_ipc",
 }
+_COLORS = {
+    "reference": pb.COLOR_CONVERSION_REFERENCE,
+    "accurate": pb.COLOR_CONVERSION_ACCURATE,
+}
+
 _DTYPES = {
     "native": pb.DTYPE_UNSPECIFIED,
     "f32": pb.DTYPE_F32,
@@ -208,6 +213,7 @@ class Client:
         total_pixels: Optional[float] = None,
         resized_height: Optional[int] = None,
         resized_width: Optional[int] = None,
+        color: str = "reference",
         model: str = "",
         output: str = "auto",
         dtype: str = "native",
@@ -219,6 +225,9 @@ class Client:
         or relative to the first root, as seen by the server) or ``data`` (the file's
         bytes, or a binary file object; ``filename`` helps recognize raw .h264/.hevc
         streams). Sampling arguments follow qwen-vl-utils (unset: its defaults).
+        ``color``: "reference" (the frames OpenCV, PyAV and torchcodec read from the same
+        file: what the models saw) or "accurate" (the signalled matrix and range in
+        floating point, bilinear chroma).
         ``output``: "auto" (CUDA IPC when the server has a GPU and this process has
         torch with CUDA, SHM for other local servers, INLINE for remote ones), "shm",
         "inline", "cuda_ipc" or "server" (let the server pick). ``dtype``: "native"
@@ -248,6 +257,7 @@ class Client:
         total_pixels: Optional[float] = None,
         resized_height: Optional[int] = None,
         resized_width: Optional[int] = None,
+        color: str = "reference",
         model: str = "",
         output: str = "auto",
         dtype: str = "native",
@@ -301,6 +311,7 @@ class Client:
             raise ValueError("give both resized_height and resized_width, or neither")
         if rh is not None:
             s.resized_height, s.resized_width = int(rh), int(rw)
+        s.color = _enum(a["color"], _COLORS, "color")
         return message(
             source=source,
             sampling=s,

@@ -188,6 +188,12 @@ def test_embed_and_frames_requests():
     for r in (e, f):
         assert r.mode == "inline" and r.grid_thw == (1, 4, 6)
         np.testing.assert_array_equal(r.numpy(), values)
+    # The colour conversion: reference by default, accurate on request, nothing else.
+    assert ereq.sampling.color == pb.COLOR_CONVERSION_REFERENCE
+    c.frames("clip.mp4", color="accurate", **args)
+    assert sent[-1][1].sampling.color == pb.COLOR_CONVERSION_ACCURATE
+    with pytest.raises(ValueError, match="color"):
+        c.frames("clip.mp4", color="vivid", **args)
     c.close()
 
 

@@ -6,6 +6,12 @@ from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Map
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ColorConversion(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    COLOR_CONVERSION_UNSPECIFIED: _ClassVar[ColorConversion]
+    COLOR_CONVERSION_REFERENCE: _ClassVar[ColorConversion]
+    COLOR_CONVERSION_ACCURATE: _ClassVar[ColorConversion]
+
 class OutputMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     OUTPUT_MODE_UNSPECIFIED: _ClassVar[OutputMode]
@@ -19,6 +25,9 @@ class Dtype(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DTYPE_F32: _ClassVar[Dtype]
     DTYPE_BF16: _ClassVar[Dtype]
     DTYPE_F16: _ClassVar[Dtype]
+COLOR_CONVERSION_UNSPECIFIED: ColorConversion
+COLOR_CONVERSION_REFERENCE: ColorConversion
+COLOR_CONVERSION_ACCURATE: ColorConversion
 OUTPUT_MODE_UNSPECIFIED: OutputMode
 OUTPUT_MODE_CUDA_IPC: OutputMode
 OUTPUT_MODE_SHM: OutputMode
@@ -39,7 +48,7 @@ class Source(_message.Message):
     def __init__(self, path: _Optional[str] = ..., data: _Optional[bytes] = ..., filename_hint: _Optional[str] = ...) -> None: ...
 
 class Sampling(_message.Message):
-    __slots__ = ("fps", "min_frames", "max_frames", "nframes", "frames", "timestamps", "start", "end", "min_pixels", "max_pixels", "total_pixels", "resized_height", "resized_width")
+    __slots__ = ("fps", "min_frames", "max_frames", "nframes", "frames", "timestamps", "start", "end", "min_pixels", "max_pixels", "total_pixels", "resized_height", "resized_width", "color")
     FPS_FIELD_NUMBER: _ClassVar[int]
     MIN_FRAMES_FIELD_NUMBER: _ClassVar[int]
     MAX_FRAMES_FIELD_NUMBER: _ClassVar[int]
@@ -53,6 +62,7 @@ class Sampling(_message.Message):
     TOTAL_PIXELS_FIELD_NUMBER: _ClassVar[int]
     RESIZED_HEIGHT_FIELD_NUMBER: _ClassVar[int]
     RESIZED_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    COLOR_FIELD_NUMBER: _ClassVar[int]
     fps: float
     min_frames: int
     max_frames: int
@@ -66,7 +76,8 @@ class Sampling(_message.Message):
     total_pixels: float
     resized_height: int
     resized_width: int
-    def __init__(self, fps: _Optional[float] = ..., min_frames: _Optional[int] = ..., max_frames: _Optional[int] = ..., nframes: _Optional[int] = ..., frames: _Optional[_Iterable[int]] = ..., timestamps: _Optional[_Iterable[float]] = ..., start: _Optional[float] = ..., end: _Optional[float] = ..., min_pixels: _Optional[float] = ..., max_pixels: _Optional[float] = ..., total_pixels: _Optional[float] = ..., resized_height: _Optional[int] = ..., resized_width: _Optional[int] = ...) -> None: ...
+    color: ColorConversion
+    def __init__(self, fps: _Optional[float] = ..., min_frames: _Optional[int] = ..., max_frames: _Optional[int] = ..., nframes: _Optional[int] = ..., frames: _Optional[_Iterable[int]] = ..., timestamps: _Optional[_Iterable[float]] = ..., start: _Optional[float] = ..., end: _Optional[float] = ..., min_pixels: _Optional[float] = ..., max_pixels: _Optional[float] = ..., total_pixels: _Optional[float] = ..., resized_height: _Optional[int] = ..., resized_width: _Optional[int] = ..., color: _Optional[_Union[ColorConversion, str]] = ...) -> None: ...
 
 class EmbedRequest(_message.Message):
     __slots__ = ("source", "sampling", "model", "output", "dtype")
