@@ -238,7 +238,6 @@ impl VisionConfig {
             json!(self.tokens_per_second)
         };
         json!({
-            "model_type": "qwen2_5_vl",
             "depth": self.depth,
             "hidden_act": self.hidden_act,
             "hidden_size": self.hidden_size,

@@ -110,11 +110,21 @@ fn model_visual_and_bare_prefixes_load() {
     }
 }
 
+/// A bare vision config loads when it names its model type (HF's vision sub-configs
+/// carry `model_type`); without any name the registry cannot tell what it is.
 #[test]
 fn bare_vision_config_loads() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = Arch::Tiny.vision_config();
-    std::fs::write(dir.path().join("config.json"), cfg.to_json().to_string()).unwrap();
+    let mut bare = cfg.to_json();
+    std::fs::write(dir.path().join("config.json"), bare.to_string()).unwrap();
+    let anonymous = VisionTower::load(dir.path(), DType::F32).err().unwrap();
+    assert!(
+        matches!(anonymous, Error::UnsupportedModel { .. }),
+        "{anonymous}"
+    );
+    bare["model_type"] = "qwen2_5_vl".into();
+    std::fs::write(dir.path().join("config.json"), bare.to_string()).unwrap();
     std::fs::copy(
         tiny_dir().join("model.safetensors"),
         dir.path().join("model.safetensors"),
