@@ -128,3 +128,108 @@ fn accurate_mode_is_todays_float_conversion() {
     let (equal, max, _) = compare(&reference[&frame].data, &accurate[&frame].data);
     assert!(equal < 0.9 && max > 2, "{equal} {max}");
 }
+
+/// The generator's 64-bit LCG (tests/golden/make_color_golden.py): the high 32 bits.
+struct Lcg(u64);
+
+impl Iterator for Lcg {
+    type Item = u32;
+
+    fn next(&mut self) -> Option<u32> {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        Some((self.0 >> 32) as u32)
+    }
+}
+
+/// Planar 4:2:0 YUV (`bits` wide: 8-bit bytes or 16-bit little-endian words) and RGB of
+/// it through the reference conversion (BT.601 limited, unsited chroma).
+fn reference_rgb(planes: [&[u8]; 3], width: usize, height: usize, bits: u8) -> Vec<u8> {
+    use reel_codec::preprocess::{YuvImage, YuvSamples};
+    let bytes = if bits > 8 { 2 } else { 1 };
+    let cw = width.div_ceil(2);
+    let img = YuvImage {
+        width,
+        height,
+        chroma: reel_codec::Chroma::Yuv420,
+        samples: if bits > 8 {
+            YuvSamples::U16(planes)
+        } else {
+            YuvSamples::U8(planes)
+        },
+        strides: [width * bytes, cw * bytes, cw * bytes],
+    };
+    ColorConverter::new(
+        reel_codec::Matrix::Bt601,
+        Range::Limited,
+        bits,
+        ColorMode::Reference,
+    )
+    .convert(&img)
+    .data
+}
+
+/// Seeded planes as the generator draws them: Y, then U, then V.
+fn seeded_planes(seed: u64, width: usize, height: usize, bits: u8) -> [Vec<u8>; 3] {
+    let mut lcg = Lcg(seed);
+    let (cw, ch) = (width.div_ceil(2), height.div_ceil(2));
+    let mask = (1u32 << bits) - 1;
+    let mut take = |n: usize| -> Vec<u8> {
+        (0..n)
+            .flat_map(|_| {
+                let v = lcg.next().unwrap() & mask;
+                if bits > 8 {
+                    (v as u16).to_le_bytes().to_vec()
+                } else {
+                    vec![v as u8]
+                }
+            })
+            .collect()
+    };
+    [take(width * height), take(cw * ch), take(cw * ch)]
+}
+
+#[test]
+fn every_yuv_triple_converts_as_the_readers_do() {
+    let golden = golden();
+    let synthetic = &golden["synthetic"];
+    // 64 frames of 512x512: block (by, bx) has U = bx, V = by, luma 4f + 2dy + dx.
+    let mut every = Sha256::new();
+    let u: Vec<u8> = (0..256 * 256).map(|i| (i % 256) as u8).collect();
+    let v: Vec<u8> = (0..256 * 256).map(|i| (i / 256) as u8).collect();
+    for f in 0..64u8 {
+        let y: Vec<u8> = (0..512 * 512)
+            .map(|i| {
+                let (row, col) = (i / 512, i % 512);
+                4 * f + 2 * (row % 2) as u8 + (col % 2) as u8
+            })
+            .collect();
+        every.update(reference_rgb([&y, &u, &v], 512, 512, 8));
+    }
+    assert_eq!(
+        common::hex(&every.finalize()),
+        synthetic["every_triple_sha256"].as_str().unwrap(),
+        "all 256³ (Y, U, V) triples"
+    );
+    for (i, (w, h)) in [(641, 360), (17, 10), (1, 2), (650, 4), (24, 4)]
+        .into_iter()
+        .enumerate()
+    {
+        let [y, u, v] = seeded_planes(1000 + i as u64, w, h, 8);
+        assert_eq!(
+            sha256_hex(&reference_rgb([&y, &u, &v], w, h, 8)),
+            synthetic["odd_widths_sha256"][format!("{w}x{h}")]
+                .as_str()
+                .unwrap(),
+            "{w}x{h}"
+        );
+    }
+    let [y, u, v] = seeded_planes(77, 128, 64, 10);
+    assert_eq!(
+        sha256_hex(&reference_rgb([&y, &u, &v], 128, 64, 10)),
+        synthetic["ten_bit_128x64_sha256"].as_str().unwrap(),
+        "10-bit"
+    );
+}

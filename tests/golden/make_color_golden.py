@@ -17,7 +17,10 @@ Everything is produced by RUNNING the readers and the reference code:
 
 Outputs:
 
-* tests/data/golden/color.json: per clip, the sampled frame indices, the SHA-256 of
+* tests/data/golden/color.json: the SHA-256 of PyAV's rgb24 of synthetic yuv420p
+  frames that hold every (Y, U, V) triple once (64 frames of 512x512: frame f, 2x2
+  block (by, bx) has U = bx, V = by and luma 4f + 2dy + dx), of odd-width frames of
+  seeded samples, and of a 10-bit frame; and per clip, the sampled frame indices, the SHA-256 of
   each reader's RGB for every sampled frame, whether the readers agree, and the
   SHA-256, shape and grid of HF's pixel_values.
 * tests/data/golden/color.safetensors: the tiny tower's embeddings of the first clip.
@@ -116,6 +119,58 @@ def tiny_embeddings(pv: torch.Tensor, grid: torch.Tensor) -> np.ndarray:
     return emb.float().numpy()
 
 
+def lcg(state: int):
+    """The 64-bit LCG both this script and codec/tests/color.rs draw samples from."""
+    while True:
+        state = (state * 6364136223846793005 + 1442695040888963407) % (1 << 64)
+        yield state >> 32
+
+
+def planes_from(gen, width, height, bits):
+    cw, ch = (width + 1) // 2, (height + 1) // 2
+    mask = (1 << bits) - 1
+    take = lambda n: np.array([next(gen) & mask for _ in range(n)], dtype=np.uint16 if bits > 8 else np.uint8)
+    return take(width * height).reshape(height, width), take(cw * ch).reshape(ch, cw), take(cw * ch).reshape(ch, cw)
+
+
+def pyav_rgb(y, u, v, fmt):
+    h, w = y.shape
+    frame = av.VideoFrame(w, h, fmt)
+    for plane, data in zip(frame.planes, (y, u, v)):
+        rows, cols = data.shape
+        width = plane.line_size // data.itemsize
+        buf = np.frombuffer(plane, dtype=data.dtype).reshape(-1, width)
+        buf[:rows, :cols] = data
+    return frame.to_ndarray(format="rgb24")
+
+
+def exhaustive():
+    """PyAV's rgb24 of every (Y, U, V) triple, of odd widths, and of a 10-bit frame."""
+    every = hashlib.sha256()
+    bx, by = np.meshgrid(np.arange(256), np.arange(256))
+    u = bx.astype(np.uint8)
+    v = by.astype(np.uint8)
+    for f in range(64):
+        y = np.zeros((512, 512), np.uint8)
+        for dy in range(2):
+            for dx in range(2):
+                y[dy::2, dx::2] = 4 * f + 2 * dy + dx
+        every.update(np.ascontiguousarray(pyav_rgb(y, u, v, "yuv420p")).tobytes())
+    sizes = {}
+    for i, (w, h) in enumerate([(641, 360), (17, 10), (1, 2), (650, 4), (24, 4)]):
+        y, u, v = planes_from(lcg(1000 + i), w, h, 8)
+        sizes[f"{w}x{h}"] = sha(pyav_rgb(y, u, v, "yuv420p"))
+    y, u, v = planes_from(lcg(77), 128, 64, 10)
+    ten = sha(pyav_rgb(y, u, v, "yuv420p10le"))
+    return {
+        "every_triple_sha256": every.hexdigest(),
+        "odd_widths_sha256": sizes,
+        "ten_bit_128x64_sha256": ten,
+        "how": "yuv420p (10-bit: yuv420p10le) frames made in memory, PyAV VideoFrame.to_ndarray(format='rgb24'); "
+               "unsited chroma, BT.601 limited (the default for untagged frames)",
+    }
+
+
 def main():
     clips, tensors = {}, {}
     for name, bits in CLIPS:
@@ -165,7 +220,9 @@ def main():
         "ffmpeg_in_av": ".".join(map(str, av.library_versions["libswscale"])),
         **{k: str(v) for k, v in g.versions().items()},
     }
-    OUT_JSON.write_text(json.dumps({"meta": meta, "clips": clips}, indent=1, sort_keys=True) + "\n")
+    probe = exhaustive()
+    print("exhaustive:", probe["every_triple_sha256"])
+    OUT_JSON.write_text(json.dumps({"meta": meta, "clips": clips, "synthetic": probe}, indent=1, sort_keys=True) + "\n")
     g.save_safetensors(tensors, OUT_TENSORS, {"generator": meta["generator"]})
     for p in (OUT_JSON, OUT_TENSORS):
         print(f"{p.relative_to(REPO)}: {p.stat().st_size} bytes")
