@@ -20,6 +20,18 @@ pub struct HostFrames {
     pub report: DecodeReport,
 }
 
+/// The colour conversion of a decoded frame: the stream's matrix, the frame's range (else
+/// the stream's), its chroma siting and bit depth, in `mode`.
+pub fn frame_converter(info: &StreamInfo, frame: &DecodedFrame, mode: ColorMode) -> ColorConverter {
+    let range = match frame.full_range {
+        Some(true) => Range::Full,
+        Some(false) => Range::Limited,
+        None => info.color.conversion_range(),
+    };
+    ColorConverter::new(info.color.conversion_matrix(), range, info.bit_depth, mode)
+        .left_sited(info.chroma_left_sited())
+}
+
 /// Turns a decoded frame into display-oriented RGB at the plan's size.
 pub fn frame_to_rgb(
     info: &StreamInfo,
@@ -28,15 +40,7 @@ pub fn frame_to_rgb(
     width: usize,
     color: ColorMode,
 ) -> RgbImage {
-    let range = match frame.full_range {
-        Some(true) => Range::Full,
-        Some(false) => Range::Limited,
-        None => info.color.conversion_range(),
-    };
-    let converter =
-        ColorConverter::new(info.color.conversion_matrix(), range, info.bit_depth, color)
-            .left_sited(info.chroma_left_sited());
-    let planes = converter
+    let planes = frame_converter(info, frame, color)
         .convert_planar(&frame.image)
         .rotated(info.rotation);
     resize_planes(&planes, height, width)

@@ -35,14 +35,7 @@ fn rgb_frames(video: &Video, plan: &SamplePlan, mode: ColorMode) -> BTreeMap<usi
     let mut out = BTreeMap::new();
     for range in &plan.decode {
         cpu::decode_range(video, range, &wanted, 1, &Cancel::new(), &mut |f| {
-            let range = match f.full_range {
-                Some(true) => Range::Full,
-                Some(false) => Range::Limited,
-                None => info.color.conversion_range(),
-            };
-            let conv =
-                ColorConverter::new(info.color.conversion_matrix(), range, info.bit_depth, mode)
-                    .left_sited(info.chroma_left_sited());
+            let conv = reel_codec::pipeline::frame_converter(info, &f, mode);
             out.insert(f.frame, conv.convert(&f.image));
         })
         .unwrap();

@@ -210,24 +210,24 @@ impl ColorConverter {
         let (mut above15, mut below15) = (Vec::with_capacity(cw), Vec::with_capacity(cw));
         let [r_plane, g_plane, b_plane] = &mut out.planes;
         for y in 0..h {
-            read_row_i32(img, 0, y, bits, &mut luma);
+            read_row_8bit(img, 0, y, bits, &mut luma);
             if img.chroma != Chroma::Monochrome {
                 for (plane, values) in [(1, &mut u), (2, &mut v)] {
                     match (img.chroma, bits) {
                         // The unscaled converter: each chroma sample for its block.
-                        (Chroma::Yuv420, 8) => read_row_i32(img, plane, y / 2, 8, values),
+                        (Chroma::Yuv420, 8) => read_row_8bit(img, plane, y / 2, 8, values),
                         // The generic scaler: vertical interpolation of wide 4:2:0.
                         (Chroma::Yuv420, _) => {
                             let (a, b, weight) = swscale::chroma_rows_420(y, chroma_rows);
-                            read_row_u16(img, plane, a, &mut above);
-                            read_row_u16(img, plane, b, &mut below);
+                            read_row(img, plane, a, &mut above, |s| s);
+                            read_row(img, plane, b, &mut below, |s| s);
                             widen(&above, &mut above15);
                             widen(&below, &mut below15);
                             for ((o, &x), &z) in values.iter_mut().zip(&above15).zip(&below15) {
                                 *o = swscale::blend_420(x, z, weight);
                             }
                         }
-                        _ => read_row_i32(img, plane, y, bits, values),
+                        _ => read_row_8bit(img, plane, y, bits, values),
                     }
                 }
             }
@@ -270,14 +270,14 @@ impl ColorConverter {
                 Chroma::Yuv420 => (y / 2, (y / 2 + 1).min(ch - 1), 0.25),
                 _ => (y.min(ch - 1), y.min(ch - 1), 0.0),
             };
-            read_row(img, 0, y, &mut luma);
+            read_row(img, 0, y, &mut luma, f32::from);
             for (plane, full) in [(1, &mut cb), (2, &mut cr)] {
                 if img.chroma == Chroma::Monochrome {
                     full.fill(self.c_offset);
                     continue;
                 }
-                read_row(img, plane, c0, &mut a);
-                read_row(img, plane, c1, &mut b);
+                read_row(img, plane, c0, &mut a, f32::from);
+                read_row(img, plane, c1, &mut b, f32::from);
                 blend_rows(&a, &b, w1, &mut cv);
                 if subsampled_h {
                     upsample_row(&cv, full);
@@ -334,20 +334,20 @@ fn pixels_row(c: &ColorConverter, y: &[f32], cb: &[f32], cr: &[f32], out: [&mut 
     }
 }
 
-/// Reads row `y` of `plane` as f32 samples.
-fn read_row(img: &YuvImage, plane: usize, y: usize, out: &mut [f32]) {
+/// Reads row `y` of `plane`, each sample (8-bit ones widened) through `map`.
+fn read_row<T>(img: &YuvImage, plane: usize, y: usize, out: &mut [T], map: impl Fn(u16) -> T) {
     let start = y * img.strides[plane];
     let len = out.len();
     match img.samples {
         YuvSamples::U8(p) => {
             for (o, &s) in out.iter_mut().zip(&p[plane][start..start + len]) {
-                *o = f32::from(s);
+                *o = map(u16::from(s));
             }
         }
         YuvSamples::U16(p) => {
             let bytes = &p[plane][start..start + 2 * len];
             for (o, s) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-                *o = f32::from(u16::from_le_bytes([s[0], s[1]]));
+                *o = map(u16::from_le_bytes([s[0], s[1]]));
             }
         }
     }
@@ -355,41 +355,11 @@ fn read_row(img: &YuvImage, plane: usize, y: usize, out: &mut [f32]) {
 
 /// Reads row `y` of `plane` as 8-bit values: 8-bit samples as they are, wider ones
 /// rounded the way swscale's input stage does.
-fn read_row_i32(img: &YuvImage, plane: usize, y: usize, bits: u8, out: &mut [i32]) {
-    let start = y * img.strides[plane];
-    let len = out.len();
-    match img.samples {
-        YuvSamples::U8(p) => {
-            for (o, &s) in out.iter_mut().zip(&p[plane][start..start + len]) {
-                *o = i32::from(s);
-            }
-        }
-        YuvSamples::U16(p) => {
-            let bytes = &p[plane][start..start + 2 * len];
-            for (o, s) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-                *o = swscale::narrow(u16::from_le_bytes([s[0], s[1]]), bits);
-            }
-        }
-    }
-}
-
-/// Reads row `y` of `plane` as wide samples (8-bit ones widened).
-fn read_row_u16(img: &YuvImage, plane: usize, y: usize, out: &mut [u16]) {
-    let start = y * img.strides[plane];
-    let len = out.len();
-    match img.samples {
-        YuvSamples::U8(p) => {
-            for (o, &s) in out.iter_mut().zip(&p[plane][start..start + len]) {
-                *o = u16::from(s);
-            }
-        }
-        YuvSamples::U16(p) => {
-            let bytes = &p[plane][start..start + 2 * len];
-            for (o, s) in out.iter_mut().zip(bytes.chunks_exact(2)) {
-                *o = u16::from_le_bytes([s[0], s[1]]);
-            }
-        }
-    }
+fn read_row_8bit(img: &YuvImage, plane: usize, y: usize, bits: u8, out: &mut [i32]) {
+    read_row(img, plane, y, out, |s| match bits {
+        8 => i32::from(s),
+        _ => swscale::narrow(s, bits),
+    });
 }
 
 /// Vertical chroma interpolation: `a·(1-w1) + b·w1`.
