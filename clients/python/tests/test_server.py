@@ -192,6 +192,39 @@ def test_corrupt_input(client):
     assert e.value.code() == grpc.StatusCode.DATA_LOSS
 
 
+def _patched_fixture(edit) -> bytes:
+    """The bytes of the main fixture clip after ``edit(bytearray)``."""
+    data = bytearray((VIDEO_DIR / VIDEO).read_bytes())
+    edit(data)
+    return bytes(data)
+
+
+def test_error_kinds_on_the_wire(client):
+    """Each kind of bad input has its own code (docs/errors.md): a stream no decoder here
+    takes is FAILED_PRECONDITION, a damaged container DATA_LOSS, and neither is
+    UNAVAILABLE (which clients retry)."""
+
+    def second_sample_entry(d):  # 'avc1' -> 'mp4v' in the stsd box
+        i = d.find(b"avc1", d.find(b"avc1") + 1)
+        d[i : i + 4] = b"mp4v"
+
+    def huge_stsz(d):  # a sample-size table that claims more entries than it holds
+        i = d.find(b"stsz")
+        d[i + 12 : i + 16] = (0xFFFFFF).to_bytes(4, "big")
+
+    for edit, code, words in [
+        (second_sample_entry, grpc.StatusCode.FAILED_PRECONDITION, "unsupported codec"),
+        (huge_stsz, grpc.StatusCode.DATA_LOSS, "malformed mp4"),
+    ]:
+        with pytest.raises(ReelError) as e:
+            client.embed(data=_patched_fixture(edit), filename="clip.mp4")
+        assert e.value.code() == code, e.value.details()
+        assert words in e.value.details()
+    # The server is fine afterwards.
+    with client.embed(VIDEO, output="inline") as r:
+        assert r.shape == (TOKENS, HIDDEN)
+
+
 def test_unknown_model(client):
     with pytest.raises(ReelError) as e:
         client.embed(VIDEO, model="qwen-huge")
