@@ -79,7 +79,8 @@ impl Embeddings {
     }
 }
 
-enum Backend {
+/// A loaded tower's implementation; a model family's row builds it ([`models::Family`]).
+pub(crate) enum Backend {
     Cpu(Box<cpu::CpuTower>),
     Cuda(Box<cuda::CudaTower>),
 }
@@ -123,11 +124,7 @@ impl VisionTower {
         ctx: Option<std::sync::Arc<cudarc::driver::CudaContext>>,
     ) -> Result<Self> {
         let cfg = spec.vision.clone();
-        let w = weights::VisionWeights::load(&spec.dir, &cfg, dtype)?;
-        let backend = match ctx {
-            Some(ctx) => Backend::Cuda(Box::new(cuda::CudaTower::new(cfg.clone(), dtype, w, ctx)?)),
-            None => Backend::Cpu(Box::new(cpu::CpuTower::new(cfg.clone(), dtype, w)?)),
-        };
+        let backend = (spec.family.tower)(&spec, dtype, ctx)?;
         Ok(VisionTower {
             spec,
             cfg,

@@ -2,18 +2,22 @@
 //! `model_type`) selects a model family, and the family reads everything else.
 //!
 //! One immutable table, [`FAMILIES`]; no run-time registration. A second family is one
-//! module beside [`qwen2_5_vl`] plus its row. Each family owns its config, its weight map,
-//! its preprocessing parameters, its towers and its output layout; the rest of reel only
-//! sees [`ModelSpec`].
+//! module beside [`qwen2_5_vl`] plus its row (and, until towers share a trait, a variant of
+//! the crate's tower enum). Each family owns its config, its weight map, its preprocessing
+//! parameters, its towers and its output layout; the rest of reel only sees [`ModelSpec`]
+//! and [`crate::VisionTower`].
 
 pub mod qwen2_5_vl;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use cudarc::driver::CudaContext;
 use serde_json::Value;
 
 use crate::config::VisionConfig;
 use crate::error::{Error, Result};
+use crate::{Backend, DType};
 
 /// One model family: the names that select it and how to read its folders.
 pub struct Family {
@@ -32,6 +36,9 @@ pub struct Family {
     /// The preprocessing the model was trained with, from the folder's preprocessor
     /// configs when present (else the family's defaults).
     pub preprocessing: fn(&Path, &VisionConfig) -> Result<Preprocessing>,
+    /// Loads the family's weights and builds its tower: on the GPU of the context when
+    /// one is given, else on the CPU.
+    pub(crate) tower: fn(&ModelSpec, DType, Option<Arc<CudaContext>>) -> Result<Backend>,
 }
 
 /// Every family reel runs.

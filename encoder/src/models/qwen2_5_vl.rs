@@ -4,12 +4,18 @@
 //! the CPU tower in `cpu`, the CUDA tower in [`crate::cuda`].
 
 use std::path::Path;
+use std::sync::Arc;
 
+use cudarc::driver::CudaContext;
 use serde_json::Value;
 
-use super::{Family, Preprocessing};
+use super::{Family, ModelSpec, Preprocessing};
 use crate::config::VisionConfig;
+use crate::cpu::CpuTower;
+use crate::cuda::CudaTower;
 use crate::error::{Error, Result};
+use crate::weights::VisionWeights;
+use crate::{Backend, DType};
 
 /// The registry row.
 pub const FAMILY: Family = Family {
@@ -26,7 +32,18 @@ pub const FAMILY: Family = Family {
     ],
     vision_config: VisionConfig::from_json,
     preprocessing,
+    tower,
 };
+
+/// The weights of `spec`'s folder in `dtype`, as the CPU (candle) or CUDA tower.
+fn tower(spec: &ModelSpec, dtype: DType, ctx: Option<Arc<CudaContext>>) -> Result<Backend> {
+    let cfg = &spec.vision;
+    let weights = VisionWeights::load(&spec.dir, cfg, dtype)?;
+    Ok(match ctx {
+        Some(ctx) => Backend::Cuda(Box::new(CudaTower::new(cfg.clone(), dtype, weights, ctx)?)),
+        None => Backend::Cpu(Box::new(CpuTower::new(cfg.clone(), dtype, weights)?)),
+    })
+}
 
 /// OpenAI CLIP's normalization, the Qwen2-VL processors' default (the processor's
 /// decimal constants, as torch rounds them to f32).
