@@ -548,7 +548,7 @@ impl pb::reel_server::Reel for ReelService {
             .iter()
             .map(|(name, m)| pb::Model {
                 name: name.clone(),
-                architecture: "qwen2.5-vl".into(),
+                architecture: m.tower.spec().architecture.clone(),
                 dtype: format!("{:?}", m.tower.dtype()),
                 out_hidden_size: m.tower.config().out_hidden_size as u32,
                 device: if m.tower.is_cuda() {

@@ -48,6 +48,7 @@ def test_info(client):
     info = client.info()
     assert info.version
     assert [m.name for m in info.models] == ["tiny-qwen2.5-vl"]
+    assert info.models[0].architecture == "Qwen2_5_VLForConditionalGeneration"
     assert info.models[0].out_hidden_size == HIDDEN
     assert os.path.realpath(str(VIDEO_DIR)) in info.media_roots
     assert not info.gpus
