@@ -29,7 +29,7 @@ h264=$clips/h264_30s.h264; hevc=$clips/hevc_30s.hevc
 
 step() { echo "== $1: rc=$2" | tee -a "$OUT/steps.txt"; }
 # Steps to run (comma-separated): tests, decode, frames, encoder, batching, client, e2e,
-# handoff, transcode, scaling, split, host, logical, headline.
+# handoff, transcode, scaling, split, host, logical, color, headline.
 ONLY=${ONLY:-tests,decode,frames}
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
 # The random 7B tower (written once per machine) and the Python plugin, for the steps
@@ -247,6 +247,13 @@ REEL_GPUS_PER_DEVICE=2 timeout 300 python3 bench/serve/bench_e2e.py --reel-bin "
   --workdir /tmp/reel-logical --serve-arg=--split-encode --serve-arg=true > "$OUT/logical-serve.json" 2>> "$OUT/steps.txt"
 step logical-serve $?
 grep -E "replica|model q7b|split|error|panic" /tmp/reel-logical/serve.log | head -20 >> "$OUT/steps.txt"
+fi
+
+# 14b. HF-exact from the file on the GPU: `reel frames --device cuda` on every clip of the
+#      colour goldens, pixel values against HF's from PyAV/OpenCV frames.
+if want color; then
+timeout 120 python3 bench/gpu/check_color.py "$PWD/$BIN/reel" > "$OUT/color.json" 2>> "$OUT/steps.txt"
+step color $?
 fi
 
 # 15. The headline numbers of reel alone, no peers (frames on every engine, the 7B tower,
