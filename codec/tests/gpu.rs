@@ -111,11 +111,13 @@ fn yuv_image<'a>(info: &reel_codec::StreamInfo, bytes: &'a [u8]) -> YuvImage<'a>
 #[test]
 fn gpu_preprocessing_matches_cpu_on_the_same_pictures() {
     let Some(gpu) = gpu() else { return };
+    // Both colour conversions: the readers' integers (default) and the float path.
     let options = [
         SamplingOptions::default(),
         SamplingOptions {
             max_pixels: Some(28.0 * 28.0 * 30.0),
             min_pixels: 3136.0,
+            color: reel_codec::preprocess::ColorMode::Accurate,
             ..Default::default()
         },
     ];
@@ -158,8 +160,8 @@ fn gpu_preprocessing_matches_cpu_on_the_same_pictures() {
                 let max = diffs.iter().copied().fold(0.0, f32::max);
                 let mean = diffs.iter().sum::<f32>() / diffs.len() as f32;
                 eprintln!(
-                    "{name} grid {:?} {dtype:?}: max abs diff {max:e}, mean {mean:e}",
-                    plan.grid_thw
+                    "{name} grid {:?} {:?} {dtype:?}: max abs diff {max:e}, mean {mean:e}",
+                    plan.grid_thw, plan.color
                 );
                 let (max_tol, mean_tol) = match dtype {
                     PixelDtype::F32 => (0.05, 0.005),

@@ -1,14 +1,13 @@
 //! The vision tower's hyper-parameters, read from a Hugging Face `config.json`.
 
-use std::path::Path;
-
 use serde_json::{json, Map, Value};
 
 use crate::error::{Error, Result};
 
 /// Hyper-parameters of a Qwen2.5-VL vision tower.
 ///
-/// Read with [`VisionConfig::from_model_dir`] from a model folder's `config.json`: either
+/// Read by the model registry ([`crate::ModelSpec::read`]) from a model folder's
+/// `config.json`: either
 /// a full Qwen2.5-VL config (the tower's keys under `vision_config`) or a bare vision config.
 /// `depth`, `hidden_size`, `num_heads`, `intermediate_size` and `out_hidden_size` must be
 /// present. Every other key falls back to the default of transformers'
@@ -49,16 +48,6 @@ pub struct VisionConfig {
 }
 
 impl VisionConfig {
-    /// Reads `dir/config.json`.
-    pub fn from_model_dir(dir: &Path) -> Result<Self> {
-        let path = dir.join("config.json");
-        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-        Self::from_json_str(&text).map_err(|e| match e {
-            Error::Json { message, .. } => Error::Json { path, message },
-            other => other,
-        })
-    }
-
     /// Parses the text of a `config.json` (full Qwen2.5-VL config or bare vision config).
     pub fn from_json_str(text: &str) -> Result<Self> {
         let value: Value = serde_json::from_str(text).map_err(|e| Error::Json {

@@ -11,7 +11,7 @@ mod common;
 
 use common::*;
 use reel_encoder::init::Arch;
-use reel_encoder::{DType, VisionConfig, VisionTower};
+use reel_encoder::{DType, VisionTower};
 
 /// Runs every golden case in `dtype` on the CPU against the reference `which`.
 fn parity(dtype: DType, which: &str, bound: f64) {
@@ -40,7 +40,7 @@ fn committed_config_matches_arch_tiny() {
     let text = std::fs::read_to_string(tiny_dir().join("config.json")).unwrap();
     let committed: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(committed, Arch::Tiny.config_json(DType::BF16));
-    let cfg = VisionConfig::from_model_dir(&tiny_dir()).unwrap();
+    let cfg = reel_encoder::ModelSpec::read(&tiny_dir()).unwrap().vision;
     assert_eq!(cfg, Arch::Tiny.vision_config());
 }
 

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use common::*;
 use reel_encoder::init::{write_random, Arch};
-use reel_encoder::{DType, Error, VisionConfig, VisionTower};
+use reel_encoder::{DType, Error, VisionTower};
 
 /// A small encode of the tiny tower, for comparing loads.
 fn encode_small(t: &VisionTower) -> Vec<f32> {
@@ -258,7 +258,7 @@ fn write_random_roundtrips_and_is_deterministic() {
             assert!((sd - 0.02).abs() < 0.003, "{k}: std {sd}");
         }
     }
-    let cfg = VisionConfig::from_model_dir(a.path()).unwrap();
+    let cfg = reel_encoder::ModelSpec::read(a.path()).unwrap().vision;
     assert_eq!(cfg, Arch::Tiny.vision_config());
     for dt in [DType::F32, DType::BF16] {
         let tower = VisionTower::load(a.path(), dt).unwrap();

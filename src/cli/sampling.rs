@@ -46,7 +46,7 @@ pub struct SamplingArgs {
     /// Resize every frame to this width (with --resized-height).
     #[arg(long, requires = "resized_height")]
     pub resized_width: Option<u32>,
-    /// YUV to RGB: `reference` gives the frames OpenCV, PyAV and torchcodec read from the
+    /// YUV to RGB: `reference` gives the frames OpenCV and PyAV read from the
     /// same file (FFmpeg swscale's arithmetic; what the models saw); `accurate` uses the
     /// signalled matrix and range in floating point with bilinear chroma (truer colours,
     /// not what the models were trained on). docs/preprocessing.md.

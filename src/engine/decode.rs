@@ -112,7 +112,7 @@ fn prepare_cpu(
 fn prepare_cpu(_: &Video, _: &SamplePlan, _: usize, _: &Cancel) -> anyhow::Result<Decoded> {
     use super::error::{Error, ErrorKind};
     Err(Error::new(
-        ErrorKind::Unavailable,
+        ErrorKind::Unsupported,
         "this build has no CPU decoder (built without the `ffmpeg` feature); use a GPU",
     )
     .into())

@@ -54,10 +54,10 @@ impl std::fmt::Display for DeviceChoice {
 /// every GPU that opens (each decodes segments of every other GPU's videos), or none.
 pub struct Devices {
     choice: DeviceChoice,
-    /// Logical GPUs in order (`cuda:N` is `gpus[N]`); `None` where opening failed.
-    gpus: Vec<Option<Arc<Gpu>>>,
-    /// Why GPUs are missing: the first failure, for errors and `auto`'s log line.
-    failure: Option<Error>,
+    /// Logical GPUs in order (`cuda:N` is `gpus[N]`), each opened or why not.
+    gpus: Vec<Result<Arc<Gpu>, Error>>,
+    /// Why there is no GPU at all, when the machine has none.
+    none: Option<Error>,
 }
 
 impl Devices {
@@ -68,7 +68,7 @@ impl Devices {
         let mut devices = Devices {
             choice,
             gpus: Vec::new(),
-            failure: None,
+            none: None,
         };
         if choice == DeviceChoice::Cpu {
             return Ok(devices);
@@ -76,33 +76,23 @@ impl Devices {
         let per_device = gpus_per_device();
         let count = reel_codec::gpu::device_count() * per_device;
         if count == 0 {
-            devices.failure = Some(match Gpu::open(0) {
+            devices.none = Some(match Gpu::open(0) {
                 Err(e) => Error::from_codec("no usable GPU", e),
                 Ok(_) => Error::new(ErrorKind::Unavailable, "no CUDA device found"),
             });
         }
         for n in 0..count {
-            match Gpu::open(n / per_device) {
-                Ok(gpu) => devices.gpus.push(Some(gpu)),
-                Err(e) => {
-                    if choice != DeviceChoice::Auto {
-                        tracing::warn!("cuda:{n} left out: {e}");
-                    }
-                    devices
-                        .failure
-                        .get_or_insert(Error::from_codec(&format!("cannot use cuda:{n}"), e));
-                    devices.gpus.push(None);
-                }
-            }
+            devices.gpus.push(Gpu::open(n / per_device).map_err(|e| {
+                tracing::warn!("cuda:{n} left out: {e}");
+                Error::from_codec(&format!("cannot use cuda:{n}"), e)
+            }));
         }
         // Surface the failure now when the choice cannot be met.
         match choice {
             DeviceChoice::Cuda(n) if devices.gpu(n).is_none() => Err(devices.missing(n)),
             DeviceChoice::Gpus if devices.opened().next().is_none() => Err(devices.missing(0)),
             DeviceChoice::Auto if devices.opened().next().is_none() => {
-                if let Some(e) = &devices.failure {
-                    tracing::info!("device auto: using the CPU ({e})");
-                }
+                tracing::info!("device auto: using the CPU ({})", devices.missing(0));
                 Ok(devices)
             }
             _ => Ok(devices),
@@ -110,7 +100,7 @@ impl Devices {
     }
 
     /// The device one job runs on: `cuda:N` that GPU, `cuda` and `auto` the first GPU
-    /// (its videos still decode on every GPU), else the CPU.
+    /// that opened (its videos still decode on every GPU), else the CPU.
     pub fn primary(&self) -> Device {
         let gpu = match self.choice {
             DeviceChoice::Cpu => None,
@@ -135,7 +125,7 @@ impl Devices {
     }
 
     fn gpu(&self, n: usize) -> Option<&Arc<Gpu>> {
-        self.gpus.get(n)?.as_ref()
+        self.gpus.get(n)?.as_ref().ok()
     }
 
     fn opened(&self) -> impl Iterator<Item = &Arc<Gpu>> {
@@ -155,20 +145,27 @@ impl Devices {
         })
     }
 
+    /// Why GPU `n` is not there: its own failure, a number past the last GPU, or no GPU
+    /// at all.
     fn missing(&self, n: usize) -> Error {
-        match (&self.failure, self.gpus.len()) {
-            (_, count) if n >= count && count > 0 => Error::new(
+        match self.gpus.get(n) {
+            Some(Err(e)) => e.clone(),
+            Some(Ok(_)) => Error::new(ErrorKind::Internal, format!("cuda:{n} is open")),
+            None if !self.gpus.is_empty() => Error::new(
                 ErrorKind::InvalidArgument,
                 format!(
-                    "cuda:{n} does not exist ({count} GPUs{})",
+                    "cuda:{n} does not exist ({} GPUs{})",
+                    self.gpus.len(),
                     match gpus_per_device() {
                         1 => String::new(),
                         k => format!(": REEL_GPUS_PER_DEVICE={k}"),
                     }
                 ),
             ),
-            (Some(e), _) => e.clone(),
-            (None, _) => Error::new(ErrorKind::Unavailable, "no CUDA device found"),
+            None => self
+                .none
+                .clone()
+                .unwrap_or_else(|| Error::new(ErrorKind::Unavailable, "no CUDA device found")),
         }
     }
 }

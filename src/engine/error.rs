@@ -88,7 +88,11 @@ pub fn codec_kind(e: &reel_codec::Error) -> ErrorKind {
         E::Open { source, .. } if source.kind() == std::io::ErrorKind::PermissionDenied => {
             ErrorKind::PermissionDenied
         }
-        E::Open { .. } | E::Io(_) => ErrorKind::Unavailable,
+        // A path that exists but cannot be read as a video file (a folder, a name too
+        // long): the request's fault, not worth a retry.
+        E::Open { .. } => ErrorKind::InvalidArgument,
+        // A read that failed half-way (an I/O error on the medium): may pass on retry.
+        E::Io(_) => ErrorKind::Unavailable,
         // Not a video at all: the request named the wrong thing.
         E::Empty | E::UnknownFormat | E::NoVideoTrack => ErrorKind::InvalidArgument,
         // A video whose bytes are damaged.
@@ -104,13 +108,14 @@ pub fn codec_kind(e: &reel_codec::Error) -> ErrorKind {
     }
 }
 
-/// The kind of an encoder error: a model folder that cannot be loaded is the server's
-/// set-up, a bad grid is the request's fault, memory is exhausted, the rest are bugs.
+/// The kind of an encoder error: memory is exhausted, a model folder that cannot be
+/// loaded is the server's set-up, the rest are bugs — the engine makes every encoder
+/// input from a plan, so an input the encoder refuses (`InvalidInput`) is reel's own
+/// mistake, not the client's.
 pub fn encoder_kind(e: &reel_encoder::Error) -> ErrorKind {
     use reel_encoder::Error as E;
     match e {
         E::OutOfMemory(_) => ErrorKind::ResourceExhausted,
-        E::InvalidInput(_) => ErrorKind::InvalidArgument,
         E::UnsupportedModel { .. } => ErrorKind::FailedPrecondition,
         _ => ErrorKind::Internal,
     }
@@ -220,6 +225,13 @@ mod tests {
                 },
                 ErrorKind::NotFound,
             ),
+            (
+                E::Open {
+                    path: "/".into(),
+                    source: std::io::ErrorKind::IsADirectory.into(),
+                },
+                ErrorKind::InvalidArgument,
+            ),
         ];
         for (e, kind) in cases {
             let msg = e.to_string();
@@ -232,8 +244,8 @@ mod tests {
         use reel_encoder::Error as E;
         let oom = anyhow::Error::from(E::OutOfMemory("activations".into()));
         assert_eq!(ErrorKind::of(&oom), ErrorKind::ResourceExhausted);
-        let bad = anyhow::Error::from(E::InvalidInput("grid".into()));
-        assert_eq!(ErrorKind::of(&bad), ErrorKind::InvalidArgument);
+        let bug = anyhow::Error::from(E::InvalidInput("slices submitted twice".into()));
+        assert_eq!(ErrorKind::of(&bug), ErrorKind::Internal);
         let bug = anyhow::Error::from(E::Cuda("launch failed".into()));
         assert_eq!(ErrorKind::of(&bug), ErrorKind::Internal);
     }

@@ -225,7 +225,7 @@ class Client:
         or relative to the first root, as seen by the server) or ``data`` (the file's
         bytes, or a binary file object; ``filename`` helps recognize raw .h264/.hevc
         streams). Sampling arguments follow qwen-vl-utils (unset: its defaults).
-        ``color``: "reference" (the frames OpenCV, PyAV and torchcodec read from the same
+        ``color``: "reference" (the frames OpenCV and PyAV read from the same
         file: what the models saw) or "accurate" (the signalled matrix and range in
         floating point, bilinear chroma).
         ``output``: "auto" (CUDA IPC when the server has a GPU and this process has

@@ -26,9 +26,9 @@ use super::{Planes, RgbImage};
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ColorMode {
-    /// What the reference readers (OpenCV, PyAV, torchvision, torchcodec: FFmpeg's
-    /// swscale with default flags) give for the same file, bit for bit: what the models
-    /// were trained and are served on.
+    /// What the reference readers (OpenCV and PyAV: FFmpeg's swscale with default
+    /// flags) give for the same file, bit for bit: what the models were trained and are
+    /// served on. On 10-bit video the two readers differ; PyAV is followed.
     #[default]
     Reference,
     /// The signalled matrix and range in floating point, chroma upsampled bilinearly with

@@ -1,7 +1,7 @@
-//! The reference readers' YUV → RGB: what OpenCV, PyAV, torchvision and torchcodec hand to
-//! Hugging Face's processors. All of them convert through FFmpeg's libswscale with default
-//! flags, and on x86 it gives the same bytes in every FFmpeg from 5.1 to 8.1 (measured, see
-//! docs/preprocessing.md). reel reproduces that arithmetic in integers, bit for bit:
+//! The reference readers' YUV → RGB: what OpenCV (vLLM's reader) and PyAV (HF transformers'
+//! default) hand to Hugging Face's processors. Both convert through FFmpeg's libswscale with
+//! default flags, and on x86 it gives the same bytes in every FFmpeg from 5.1 to 8.1 (measured,
+//! see docs/preprocessing.md; torchcodec and decord use swscale too but were not measured). reel reproduces that arithmetic in integers, bit for bit:
 //!
 //! - **8-bit 4:2:0 and 4:2:2** (even heights): swscale's unscaled converter, x86 SSSE3 code
 //!   (`yuv420_rgb24_ssse3`). Each chroma sample serves its whole 2×2 (4:2:2: 2×1) block,

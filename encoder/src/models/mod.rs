@@ -73,10 +73,6 @@ pub struct Preprocessing {
     /// Per-channel mean and std of the normalization (after rescaling to [0, 1]).
     pub image_mean: [f32; 3],
     pub image_std: [f32; 3],
-    /// The processor's own pixel bounds per frame (reel samples with qwen-vl-utils'
-    /// budget unless the request says otherwise; kept for listings and checks).
-    pub min_pixels: Option<u64>,
-    pub max_pixels: Option<u64>,
 }
 
 /// What a tower returns per video.

@@ -55,7 +55,8 @@ pub const CLIP_STD: [f32; 3] = [0.268_629_54, 0.261_302_58, 0.275_777_11];
 
 /// The processor's parameters: `video_preprocessor_config.json`, else
 /// `preprocessor_config.json`, else the defaults of transformers' `Qwen2VLVideoProcessor`
-/// with the tower's patch sizes.
+/// with the tower's patch sizes. (Frame sampling and pixel budgets follow qwen-vl-utils,
+/// as vLLM and the model card do, not the processor's own bounds.)
 fn preprocessing(dir: &Path, vision: &VisionConfig) -> Result<Preprocessing> {
     let mut p = Preprocessing {
         patch_size: vision.patch_size,
@@ -63,8 +64,6 @@ fn preprocessing(dir: &Path, vision: &VisionConfig) -> Result<Preprocessing> {
         merge_size: vision.spatial_merge_size,
         image_mean: CLIP_MEAN,
         image_std: CLIP_STD,
-        min_pixels: None,
-        max_pixels: None,
     };
     let Some((path, config)) = ["video_preprocessor_config.json", "preprocessor_config.json"]
         .iter()
@@ -125,16 +124,6 @@ fn preprocessing(dir: &Path, vision: &VisionConfig) -> Result<Preprocessing> {
     if let Some(v) = triple("image_std")? {
         p.image_std = v;
     }
-    let size = config.get("size");
-    let bound = |flat: &'static str, nested: &str| {
-        config
-            .get(flat)
-            .or_else(|| size.and_then(|s| s.get(nested)))
-            .and_then(Value::as_f64)
-            .map(|v| v as u64)
-    };
-    p.min_pixels = bound("min_pixels", "shortest_edge");
-    p.max_pixels = bound("max_pixels", "longest_edge");
     Ok(p)
 }
 
@@ -157,7 +146,6 @@ mod tests {
         .unwrap();
         let p = preprocessing(&dir, &vision).unwrap();
         assert_eq!((p.image_mean, p.image_std), ([0.5; 3], [0.5; 3]));
-        assert_eq!((p.min_pixels, p.max_pixels), (Some(3136), Some(12845056)));
         std::fs::write(
             dir.join("video_preprocessor_config.json"),
             r#"{"patch_size": "x"}"#,

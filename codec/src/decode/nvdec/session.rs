@@ -391,7 +391,7 @@ impl State<'_> {
         let unmapped = unsafe { (self.lib.unmap_video_frame)(decoder.0, devptr) };
         let unmapped = check(unmapped, "cuvidUnmapVideoFrame64");
         result?;
-        unmapped.map_err(Error::DecoderUnavailable)?;
+        unmapped.map_err(Error::Device)?;
         Ok(1)
     }
 }
