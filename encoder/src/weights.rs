@@ -121,7 +121,6 @@ pub fn expected_tensors(cfg: &VisionConfig) -> Vec<(String, Vec<usize>)> {
     v
 }
 
-/// Whether a checkpoint tensor name belongs to the vision tower (under any accepted prefix).
 /// Number of parameters of the tower `cfg` describes.
 pub fn num_params(cfg: &VisionConfig) -> usize {
     expected_tensors(cfg)
@@ -130,6 +129,7 @@ pub fn num_params(cfg: &VisionConfig) -> usize {
         .sum()
 }
 
+/// Whether a checkpoint tensor name belongs to the vision tower (under any accepted prefix).
 fn is_vision_key(name: &str) -> bool {
     PREFIXES.iter().any(|p| {
         name.strip_prefix(p).is_some_and(|rest| {

@@ -141,7 +141,7 @@ mod defaults {
 impl Default for ServeConfig {
     /// Every option at its default (the token from REEL_TOKEN when set).
     fn default() -> Self {
-        ServeConfig::parse_from(["serve"])
+        ServeConfig::try_parse_from(["serve"]).expect("the defaults of every option parse")
     }
 }
 

@@ -484,7 +484,10 @@ impl Shared {
             Some(buffer) => buffer.device_ptr(stream).0,
             None => batch[0].run.pixels.device_ptr(stream).0 + batch[0].run.offset as u64,
         };
-        let emb = tower.forward(input, dtype, &plan)?;
+        // SAFETY: `input` is the staging buffer or the one run's pixel buffer, both alive
+        // until this function returns (the batch holds the runs' Arcs), and holds
+        // `plan.patches` rows of `dtype`: the plan was made from the same runs that sized it.
+        let emb = unsafe { tower.forward(input, dtype, &plan) }?;
         let token_bytes = emb.hidden * tower.dtype.size_in_bytes();
         let src = emb.buffer.device_ptr(stream).0;
         let mut at = 0u64;
@@ -492,12 +495,17 @@ impl Shared {
             let per_slice = t.slice_hw.0 * t.slice_hw.1 / cfg.merge_unit();
             let len = t.run.count * per_slice * token_bytes;
             let dst = t.out.device_ptr(stream).0;
-            copy(
-                tower,
-                dst + (t.run.first * per_slice * token_bytes) as u64,
-                src + at,
-                len,
-            )?;
+            // SAFETY: `t.out` holds the request's whole output (every slice's tokens) and
+            // `emb.buffer` this forward's; both live past the synchronization below, and
+            // the offsets and length come from the shapes that sized them.
+            unsafe {
+                copy(
+                    tower,
+                    dst + (t.run.first * per_slice * token_bytes) as u64,
+                    src + at,
+                    len,
+                )
+            }?;
             at += len as u64;
         }
         stream.synchronize().map_err(cuda)
@@ -518,18 +526,24 @@ fn gather(
     for t in batch {
         let n = t.run.count * t.slice_hw.0 * t.slice_hw.1 * row_bytes;
         let src = t.run.pixels.device_ptr(stream).0 + t.run.offset as u64;
-        copy(tower, dst + at, src, n)?;
+        // SAFETY: the new buffer holds every run (`len` is their sum) and the run's pixel
+        // buffer holds its `n` bytes at `offset`; both outlive the copy, which the stream
+        // orders before the forward that reads the buffer.
+        unsafe { copy(tower, dst + at, src, n) }?;
         at += n as u64;
     }
     Ok(buffer)
 }
 
 /// Copies `len` bytes between device addresses on the tower's stream.
-fn copy(tower: &CudaTower, dst: u64, src: u64, len: usize) -> Result<()> {
-    // SAFETY: both `len`-byte ranges lie inside live device allocations of the tower's
-    // context: the two callers in this module hold the buffers across the copy and the
-    // stream synchronization, and compute `len` and the offsets from the same shapes that
-    // sized them.
+///
+/// # Safety
+/// `dst` and `src` must each start `len` bytes of live device memory of the tower's
+/// context that stay allocated until the copy is done (the stream is synchronized or a
+/// later operation on it is waited for).
+unsafe fn copy(tower: &CudaTower, dst: u64, src: u64, len: usize) -> Result<()> {
+    // SAFETY: the caller's contract: both ranges are live device memory of this context
+    // for the duration of the asynchronous copy.
     unsafe { cudarc::driver::result::memcpy_dtod_async(dst, src, len, tower.stream.cu_stream()) }
         .map_err(cuda)
 }

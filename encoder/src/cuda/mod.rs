@@ -546,12 +546,19 @@ impl CudaTower {
         // The guard makes this tower's stream wait for the buffer's pending writes and
         // keeps the buffer's stream from reusing it until the forward's reads are done.
         let (ptr, _sync) = pixels.device_ptr(&self.stream);
-        self.forward(ptr, dtype, plan)
+        // SAFETY: the buffer is borrowed for this call, on this tower's GPU, and holds the
+        // plan's rows (both checked above); the guard orders the stream after its writes.
+        unsafe { self.forward(ptr, dtype, plan) }
     }
 
     /// Encodes pixel values already in device memory (`rows × patch_dim` of `dtype` at
-    /// `pixels`; the caller keeps them alive and sized). The result stays on the device.
-    pub(crate) fn forward(
+    /// `pixels`). The result stays on the device.
+    ///
+    /// # Safety
+    /// `pixels` must start `plan.patches × patch_dim` values of `dtype` in live device
+    /// memory of this tower's context, written before the work now queued on the tower's
+    /// stream, and stay allocated until the call returns (it synchronizes).
+    pub(crate) unsafe fn forward(
         &self,
         pixels: u64,
         dtype: InputDtype,
@@ -771,7 +778,9 @@ impl CudaTower {
     pub(crate) fn forward_host(&self, pixel_values: &[f32], plan: &Plan) -> Result<Vec<f32>> {
         let input = self.stream.clone_htod(pixel_values).map_err(cuda)?;
         let (p, _g) = input.device_ptr(&self.stream);
-        let emb = self.forward(p, InputDtype::F32, plan)?;
+        // SAFETY: `input` was just uploaded on the tower's stream from the caller's
+        // `plan.patches × patch_dim` f32 values and lives until the end of this function.
+        let emb = unsafe { self.forward(p, InputDtype::F32, plan) }?;
         emb.to_host_f32()
     }
 }

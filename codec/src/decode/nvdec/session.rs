@@ -308,27 +308,25 @@ impl State<'_> {
         Ok(surfaces as c_int)
     }
 
-    fn decode(&mut self, params: *mut ffi::CUVIDPICPARAMS) -> Result<c_int, Error> {
+    fn decode(&mut self, params: &mut ffi::CUVIDPICPARAMS) -> Result<c_int, Error> {
         let (_, decoder) = self
             .decoder
             .as_ref()
             .ok_or_else(|| Error::bitstream("NVDEC", "picture before sequence header"))?;
         self.pictures += 1;
-        // SAFETY: `params` is the picture-parameters pointer the parser passed to this
-        // callback (valid for its duration), and `decoder` is the live decoder the parser's
+        // SAFETY: `params` is a live, exclusive reference for the duration of the call
+        // (cuvidDecodePicture only reads it), and `decoder` is the live decoder the parser's
         // sequence callback set up for this stream.
         let decoded = unsafe { (self.lib.decode_picture)(decoder.0, params) };
         check(decoded, "cuvidDecodePicture").map_err(|e| Error::bitstream("NVDEC", e))?;
         Ok(1)
     }
 
-    fn display(&mut self, info: *mut ffi::CUVIDPARSERDISPINFO) -> Result<c_int, Error> {
-        if info.is_null() {
+    /// A picture ready for display; `None` at the end of the stream.
+    fn display(&mut self, info: Option<&ffi::CUVIDPARSERDISPINFO>) -> Result<c_int, Error> {
+        let Some(&d) = info else {
             return Ok(1); // end of stream
-        }
-        // SAFETY: `info` is non-null (checked above) and points to the display info the
-        // parser passes for the duration of this callback; it is plain data, copied out.
-        let d = unsafe { *info };
+        };
         let pts = match self.codec {
             Codec::Vp9 | Codec::Av1 => self.pending_pts.pop_front().unwrap_or(d.timestamp),
             Codec::H264 | Codec::Hevc => d.timestamp,
@@ -439,7 +437,12 @@ unsafe extern "C" fn on_sequence(user: *mut c_void, format: *mut ffi::CUVIDEOFOR
 /// Called only by the NVDEC parser of a [`Session`]: `user` is that session's state and
 /// `params` the picture parameters, valid for the duration of the call.
 unsafe extern "C" fn on_decode(user: *mut c_void, params: *mut ffi::CUVIDPICPARAMS) -> c_int {
-    guarded(user, |s| s.decode(params))
+    // SAFETY: per this function's contract, the parser passes valid picture parameters
+    // that live for the duration of the call and that nothing else touches meanwhile.
+    match unsafe { params.as_mut() } {
+        Some(params) => guarded(user, |s| s.decode(params)),
+        None => 0,
+    }
 }
 
 /// The parser's display callback.
@@ -449,6 +452,9 @@ unsafe extern "C" fn on_decode(user: *mut c_void, params: *mut ffi::CUVIDPICPARA
 /// Called only by the NVDEC parser of a [`Session`]: `user` is that session's state and
 /// `info` null (end of stream) or valid for the duration of the call.
 unsafe extern "C" fn on_display(user: *mut c_void, info: *mut ffi::CUVIDPARSERDISPINFO) -> c_int {
+    // SAFETY: per this function's contract, `info` is null (end of stream) or valid display
+    // info that lives for the duration of the call.
+    let info = unsafe { info.as_ref() };
     guarded(user, |s| s.display(info))
 }
 
