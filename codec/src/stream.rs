@@ -126,6 +126,9 @@ pub struct ColorInfo {
     pub primaries: Option<u32>,
     pub transfer: Option<u32>,
     pub full_range: Option<bool>,
+    /// 4:2:0 chroma sample location (H.273 ChromaSampleLocType of the top field: 0 left,
+    /// 1 centre, 2 top-left, 3 top, 4 bottom-left, 5 bottom), from H.264/HEVC VUI.
+    pub chroma_location: Option<u32>,
 }
 
 impl ColorInfo {
@@ -136,6 +139,7 @@ impl ColorInfo {
             primaries: self.primaries.or(other.primaries),
             transfer: self.transfer.or(other.transfer),
             full_range: self.full_range.or(other.full_range),
+            chroma_location: self.chroma_location.or(other.chroma_location),
         }
     }
 
@@ -254,11 +258,16 @@ pub struct StreamInfo {
 }
 
 impl StreamInfo {
-    /// Whether 4:2:0 chroma is sited on the left luma column, as FFmpeg's decoders report
-    /// it for H.264 and HEVC (their default when the stream says nothing) and not for
-    /// VP9 or AV1. Only the reference conversion of wide samples depends on it.
+    /// Whether 4:2:0 chroma is sited on the left luma column (left, top-left or
+    /// bottom-left), as FFmpeg's decoders report it: the signalled location, else left for
+    /// H.264 and HEVC (their default) and unsited for VP9 and AV1. Only the reference
+    /// conversion of wide samples depends on it (the vertical part of top and bottom
+    /// siting is not modelled).
     pub fn chroma_left_sited(&self) -> bool {
-        matches!(self.codec, Codec::H264 | Codec::Hevc)
+        match self.color.chroma_location {
+            Some(location) => matches!(location, 0 | 2 | 4),
+            None => matches!(self.codec, Codec::H264 | Codec::Hevc),
+        }
     }
 
     /// Size of frames as displayed, after rotation: (height, width).

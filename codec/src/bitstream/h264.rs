@@ -241,7 +241,7 @@ fn parse_vui(r: &mut BitReader) -> Result<(Vui, Option<(u32, u32)>), EndOfData> 
         vui.parse_video_signal_type(r)?;
     }
     if r.flag()? {
-        r.ue()?; // chroma_sample_loc_type_top_field
+        vui.chroma_location = Some(r.ue()?); // chroma_sample_loc_type_top_field
         r.ue()?;
     }
     let timing = if r.flag()? {

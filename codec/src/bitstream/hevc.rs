@@ -323,7 +323,7 @@ fn parse_vui(r: &mut BitReader) -> Result<(Vui, Option<(u32, u32)>), EndOfData> 
         vui.parse_video_signal_type(r)?;
     }
     if r.flag()? {
-        r.ue()?;
+        vui.chroma_location = Some(r.ue()?); // chroma_sample_loc_type_top_field
         r.ue()?;
     }
     r.skip(3)?; // neutral_chroma, field_seq, frame_field_info

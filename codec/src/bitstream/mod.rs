@@ -18,6 +18,8 @@ pub struct Vui {
     pub primaries: Option<u32>,
     pub transfer: Option<u32>,
     pub matrix: Option<u32>,
+    /// chroma_sample_loc_type_top_field.
+    pub chroma_location: Option<u32>,
 }
 
 impl Vui {
@@ -40,6 +42,7 @@ impl Vui {
             primaries: self.primaries,
             transfer: self.transfer,
             full_range: self.full_range,
+            chroma_location: self.chroma_location,
         }
     }
 }

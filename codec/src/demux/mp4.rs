@@ -429,6 +429,7 @@ fn parse_colr(colr: &[u8]) -> Result<Option<ColorInfo>> {
         primaries: specified(primaries),
         transfer: specified(transfer),
         full_range,
+        chroma_location: None,
     }))
 }
 
@@ -900,6 +901,7 @@ fn apply_vpcc(vpcc: &[u8], info: &mut StreamInfo) -> Result<()> {
         primaries: specified(primaries),
         transfer: specified(transfer),
         full_range: Some(full_range),
+        chroma_location: None,
     });
     Ok(())
 }
