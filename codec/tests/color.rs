@@ -226,3 +226,25 @@ fn every_yuv_triple_converts_as_the_readers_do() {
         "10-bit"
     );
 }
+
+#[test]
+fn chroma_siting_follows_the_stream() {
+    // Unsignalled: left for H.264/HEVC (FFmpeg's default), unsited for VP9; a signalled
+    // location wins (left, top-left and bottom-left are left-sited).
+    let h264 = Video::open(common::fixture("h264_high10.mp4")).unwrap();
+    let vp9 = Video::open(common::fixture("vp9_10bit.webm")).unwrap();
+    assert!(h264.info().chroma_left_sited());
+    assert!(!vp9.info().chroma_left_sited());
+    for (location, left) in [
+        (0, true),
+        (1, false),
+        (2, true),
+        (3, false),
+        (4, true),
+        (5, false),
+    ] {
+        let mut info = h264.info().clone();
+        info.color.chroma_location = Some(location);
+        assert_eq!(info.chroma_left_sited(), left, "location {location}");
+    }
+}
