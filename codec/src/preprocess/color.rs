@@ -198,6 +198,9 @@ impl ColorConverter {
             Chroma::Yuv444 | Chroma::Monochrome => w,
         };
         let bits = self.bit_depth;
+        let subsampled = matches!(img.chroma, Chroma::Yuv420 | Chroma::Yuv422);
+        // 8-bit subsampled chroma takes swscale's unscaled converter, the rest its tables.
+        let unscaled = bits == 8 && subsampled;
         let (mut luma, mut u, mut v) = (vec![0i32; w], vec![128i32; cw], vec![128i32; cw]);
         let (mut above, mut below) = (vec![0u16; cw], vec![0u16; cw]);
         let widen = |row: &[u16], out: &mut Vec<i64>| {
@@ -231,8 +234,6 @@ impl ColorConverter {
                     }
                 }
             }
-            let subsampled = matches!(img.chroma, Chroma::Yuv420 | Chroma::Yuv422);
-            let unscaled = bits == 8 && subsampled;
             let row = y * w;
             for x in 0..w {
                 let c = if subsampled { x / 2 } else { x };

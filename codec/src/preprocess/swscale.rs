@@ -60,11 +60,6 @@ pub struct Swscale {
     pub cgv: i32,
 }
 
-/// C's integer division, truncating toward zero.
-fn cdiv(a: i64, b: i64) -> i64 {
-    a / b
-}
-
 /// `(f + 2^15) >> 16`, saturated to i16.
 fn round_to_int16(f: i64) -> i32 {
     ((f + (1 << 15)) >> 16).clamp(-0x7fff, 0x7fff) as i32
@@ -74,17 +69,18 @@ impl Swscale {
     pub fn new(matrix: Matrix, range: Range) -> Self {
         let [crv, cbu, cgu, cgv] = inverse_table(matrix);
         let (mut crv, mut cbu, mut cgu, mut cgv) = (crv, cbu, -cgu, -cgv);
+        // Rust's integer division truncates toward zero, as C's does.
         let (cy, oy): (i64, i64) = match range {
             Range::Limited => ((1 << 16) * 255 / 219, 16 << 16),
             Range::Full => {
-                crv = cdiv(crv * 224, 255);
-                cbu = cdiv(cbu * 224, 255);
-                cgu = cdiv(cgu * 224, 255);
-                cgv = cdiv(cgv * 224, 255);
+                crv = (crv * 224) / 255;
+                cbu = (cbu * 224) / 255;
+                cgu = (cgu * 224) / 255;
+                cgv = (cgv * 224) / 255;
                 (1 << 16, 0)
             }
         };
-        let step = |c: i64| cdiv(c * (1 << 16) + 0x8000, cy) as i32;
+        let step = |c: i64| ((c * (1 << 16) + 0x8000) / cy) as i32;
         Swscale {
             y_coeff: round_to_int16(cy << 13),
             vr: round_to_int16(crv << 13),
