@@ -1,6 +1,6 @@
-// Kernels of the Qwen2.5-VL vision tower (encoder/src/cuda). Element type T is float or
-// bf16 (held as raw 16-bit words, so no CUDA headers are needed); math is in float and
-// rounds to T where the reference (transformers, bf16 weights) rounds.
+// Kernels of the Qwen2.5-VL and Qwen3-VL vision towers (encoder/src/cuda). Element type T
+// is float or bf16 (held as raw 16-bit words, so no CUDA headers are needed); math is in
+// float and rounds to T where the reference (transformers, bf16 weights) rounds.
 
 typedef unsigned short bf16_t;
 
@@ -134,17 +134,165 @@ __device__ void gelu_erf(T* __restrict__ x, long long n) {
     }
 }
 
+// x = T(gelu_tanh(x)) as torch's F.gelu(approximate="tanh") (GeluKernel): in float,
+// kBeta = float(M_SQRT2 * M_2_SQRTPI * 0.5) (the product taken in double, as torch's
+// constexpr), kKappa = 0.044715f; x_cube = (x*x)*x, inner = kBeta * (x + kKappa*x_cube),
+// 0.5*x*(1 + tanh(inner)) evaluated left to right. Every step is rounded on its own (no fma
+// contraction, like torch's CPU vectorized kernel); tanhf is the accurate one (no fast math).
+// Grid-stride, 256 threads.
+template <typename T>
+__device__ void gelu_tanh(T* __restrict__ x, long long n) {
+    constexpr float kBeta = (float)(1.41421356237309504880 * 1.12837916709551257390 * 0.5);
+    constexpr float kKappa = 0.044715f;
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    for (; i < n; i += (long long)gridDim.x * blockDim.x) {
+        float v = to_f(x[i]);
+        float cube = __fmul_rn(__fmul_rn(v, v), v);
+        float inner = __fmul_rn(kBeta, __fadd_rn(v, __fmul_rn(kKappa, cube)));
+        x[i] = from_f<T>(__fmul_rn(__fmul_rn(0.5f, v), __fadd_rn(1.0f, tanhf(inner))));
+    }
+}
+
+// LayerNorm of one row held in registers, torch's nn.LayerNorm in f32: v[k] is column
+// threadIdx.x + k*NORM_THREADS (0 past cols); mean, biased variance mean((v-mean)^2)
+// (two passes over the registers), out = T((v - mean) * rsqrt(var + eps) * w + b).
+// Needs blockDim.x == NORM_THREADS.
+template <typename T, int PER>
+__device__ void layernorm_row(const float (&v)[PER], const T* __restrict__ w, const T* __restrict__ b, T* orow,
+                              int cols, float eps) {
+    float s = 0.0f;
+#pragma unroll
+    for (int k = 0; k < PER; ++k) s += v[k];
+    float mean = block_sum(s) / (float)cols;
+    float ss = 0.0f;
+#pragma unroll
+    for (int k = 0; k < PER; ++k) {
+        int c = threadIdx.x + k * NORM_THREADS;
+        if (c < cols) {
+            float d = v[k] - mean;
+            ss += d * d;
+        }
+    }
+    float rstd = rsqrtf(block_sum(ss) / (float)cols + eps);
+#pragma unroll
+    for (int k = 0; k < PER; ++k) {
+        int c = threadIdx.x + k * NORM_THREADS;
+        if (c < cols) orow[c] = from_f<T>((v[k] - mean) * rstd * to_f(w[c]) + to_f(b[c]));
+    }
+}
+
+// The LayerNorm twin of add_rmsnorm (Qwen3-VL's norm1/norm2/merger norm): one row per block
+// of 256 threads, cols <= 8 * 256 = 2048. x (f32 residual stream) += delta when delta is
+// given (f32 add, stored back), then out = LayerNorm(T(x)) * w + b: the norm reads x rounded
+// to T (the reference's hidden state is T), computes in f32 and rounds the output to T once.
+template <typename T>
+__device__ void add_layernorm(float* __restrict__ x, const T* __restrict__ delta, const T* __restrict__ w,
+                              const T* __restrict__ b, T* __restrict__ out, int cols, float eps) {
+    long long row = blockIdx.x;
+    float* xr = x + row * cols;
+    const T* dr = delta ? delta + row * cols : nullptr;
+    float v[NORM_PER_THREAD];
+#pragma unroll
+    for (int k = 0; k < NORM_PER_THREAD; ++k) {
+        int c = threadIdx.x + k * NORM_THREADS;
+        v[k] = 0.0f;
+        if (c < cols) {
+            float xv = xr[c];
+            if (dr) {
+                xv += to_f(dr[c]);
+                xr[c] = xv;
+            }
+            v[k] = round_to<T>(xv);
+        }
+    }
+    layernorm_row<T, NORM_PER_THREAD>(v, w, b, out + row * cols, cols, eps);
+}
+
+// Plain LayerNorm of T rows (the deepstack mergers' post-shuffle norm over 4*hidden
+// columns): one row per block of 256 threads, cols <= LN_WIDE_PER_THREAD * 256 = 8192,
+// math as layernorm_row. out may equal x (in place): every read precedes the first barrier.
+#define LN_WIDE_PER_THREAD 32
+template <typename T>
+__device__ void layernorm(const T* x, const T* __restrict__ w, const T* __restrict__ b, T* out, int cols, float eps) {
+    long long row = blockIdx.x;
+    const T* xr = x + row * cols;
+    float v[LN_WIDE_PER_THREAD];
+#pragma unroll
+    for (int k = 0; k < LN_WIDE_PER_THREAD; ++k) {
+        int c = threadIdx.x + k * NORM_THREADS;
+        v[k] = c < cols ? to_f(xr[c]) : 0.0f;
+    }
+    layernorm_row<T, LN_WIDE_PER_THREAD>(v, w, b, out + row * cols, cols, eps);
+}
+
+// x (f32 residual stream) += delta when delta is given; out = T(x): the hidden state after a
+// block, materialized for the deepstack mergers. Grid-stride over n elements.
+template <typename T>
+__device__ void add_round(float* __restrict__ x, const T* __restrict__ delta, T* __restrict__ out, long long n) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    for (; i < n; i += (long long)gridDim.x * blockDim.x) {
+        float v = x[i];
+        if (delta) {
+            v += to_f(delta[i]);
+            x[i] = v;
+        }
+        out[i] = from_f<T>(v);
+    }
+}
+
+// Qwen3-VL's learned position embedding, bilinearly interpolated (HF 5.17):
+// p = ((w0*t0 + w1*t1) + w2*t2) + w3*t3 in f32, each product and sum rounded on its own
+// (torch's sequential .sum(1) of f32 products; no fma), with wj = wts[4r+j] and
+// tj = table[idx[4r+j], c]; then x[r, c] = T(x + T(p)) (hidden + pos_embeds.to(dtype)).
+// table is [num_positions, cols] of T. Grid-stride over rows*cols.
+template <typename T>
+__device__ void pos_embed_add(T* __restrict__ x, const T* __restrict__ table, const int* __restrict__ idx,
+                              const float* __restrict__ wts, long long rows, int cols) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    long long n = rows * cols;
+    for (; i < n; i += (long long)gridDim.x * blockDim.x) {
+        long long r = i / cols;
+        int c = (int)(i - r * cols);
+        const int* ir = idx + 4 * r;
+        const float* wr = wts + 4 * r;
+        float p = __fmul_rn(wr[0], to_f(table[(long long)ir[0] * cols + c]));
+#pragma unroll
+        for (int j = 1; j < 4; ++j) p = __fadd_rn(p, __fmul_rn(wr[j], to_f(table[(long long)ir[j] * cols + c])));
+        x[i] = from_f<T>(__fadd_rn(to_f(x[i]), round_to<T>(p)));
+    }
+}
+
+// dst[r*dst_stride + dst_offset + c] = src[r*cols + c]: one output of the tower into its
+// column block of the packed [main | deepstack0 | ...] embeddings. Grid-stride over rows*cols.
+template <typename T>
+__device__ void pack_columns(const T* __restrict__ src, T* __restrict__ dst, long long rows, int cols, int dst_stride,
+                             int dst_offset) {
+    long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    long long n = rows * cols;
+    for (; i < n; i += (long long)gridDim.x * blockDim.x) {
+        long long r = i / cols;
+        int c = (int)(i - r * cols);
+        dst[r * dst_stride + dst_offset + c] = src[i];
+    }
+}
+
 // Variable-length attention, non-causal, online softmax (FlashAttention-style) on CUDA
 // cores. One block = one head × a tile of up to 64 queries of one segment; tiles[3*b]
 // gives (segment start, segment end, first query). qkv rows [rows, 3, heads, HD];
-// out rows [rows, heads*HD].
+// out rows [rows, heads*HD]. Grid (tiles, heads), block ATT_TILE = 64 threads (one per
+// query), no dynamic shared memory. Keys are staged in f32 tiles of KT keys (2·KT·HD·4
+// bytes of static shared memory, within 48 KB): KT = 64 up to HD 80, 32 for HD 128 (64 KB
+// otherwise). The online-softmax chunks of ATT_CHUNK keys start at seg_start + 8i whatever
+// KT is (a multiple of 8), so KT does not change the result.
 #define ATT_TILE 64
 #define ATT_CHUNK 8
-template <typename T, int HD>
+template <typename T, int HD, int KT = ATT_TILE>
 __device__ void attention(const T* __restrict__ qkv, T* __restrict__ out, const int* __restrict__ tiles,
                           int heads, float scale) {
-    __shared__ float ks[ATT_TILE][HD];
-    __shared__ float vs[ATT_TILE][HD];
+    static_assert(KT % ATT_CHUNK == 0, "key tile must be a multiple of ATT_CHUNK");
+    static_assert(2 * KT * HD * 4 <= 48 * 1024, "key/value tiles exceed the static shared memory limit");
+    __shared__ float ks[KT][HD];
+    __shared__ float vs[KT][HD];
     int tile = blockIdx.x, head = blockIdx.y;
     int seg_start = tiles[3 * tile], seg_end = tiles[3 * tile + 1], q0 = tiles[3 * tile + 2];
     int qi = q0 + threadIdx.x;
@@ -160,8 +308,8 @@ __device__ void attention(const T* __restrict__ qkv, T* __restrict__ out, const 
             o[d] = 0.0f;
         }
     }
-    for (int kt = seg_start; kt < seg_end; kt += ATT_TILE) {
-        int n = min(ATT_TILE, seg_end - kt);
+    for (int kt = seg_start; kt < seg_end; kt += KT) {
+        int n = min(KT, seg_end - kt);
         for (int e = threadIdx.x; e < n * HD; e += blockDim.x) {
             int j = e / HD, d = e % HD;
             const T* row = qkv + (long long)(kt + j) * stride + (long long)head * HD;
@@ -216,6 +364,11 @@ __device__ void attention(const T* __restrict__ qkv, T* __restrict__ out, const 
 // softmax runs on the S accumulators in registers (f32), P is rounded to bf16 for P·V as
 // torch's flash kernels do, and the row sums use the f32 P. K and V tiles of 64 keys are
 // staged in shared memory with a padded row stride (conflict-free fragment loads).
+// Grid (tiles, heads), block TC_WARPS*32 = 128 threads, no dynamic shared memory (static:
+// 2·64·(HDP+8)·2 bytes, 35 KB at HD 128). HD must be a multiple of 8: when it is not one of
+// 16 (72), Q·Kᵀ runs over HDP = HD rounded up to 16 (80) with zero Q columns (registers;
+// global memory is read only up to HD) and zero K columns (shared), which add exact zeros;
+// P·V and the output use HD/8 n-tiles (9 for 72).
 #define TC_WARPS 4
 #define TC_KEYS 64
 __device__ __forceinline__ unsigned int pack_bf16(float lo, float hi) {
@@ -231,11 +384,19 @@ __device__ __forceinline__ void mma_bf16(float* d, const unsigned int* a, unsign
 template <int HD>
 __device__ void attention_tc(const bf16_t* __restrict__ qkv, bf16_t* __restrict__ out, const int* __restrict__ tiles,
                              int heads, float scale) {
-    constexpr int KC = HD / 16;   // k-chunks of Q·Kᵀ
-    constexpr int NT = HD / 8;    // n-tiles of O
-    constexpr int LD = HD + 8;    // padded shared row (bf16 elements)
+    static_assert(HD % 8 == 0, "head_dim must be a multiple of 8");
+    constexpr int KC = (HD + 15) / 16;  // k-chunks of Q·Kᵀ
+    constexpr int HDP = KC * 16;        // HD padded with zeros to whole k-chunks
+    constexpr int NT = HD / 8;          // n-tiles of O
+    constexpr int LD = HDP + 8;         // padded shared row (bf16 elements): LD/2 words = 4 mod 8
     __shared__ __align__(16) bf16_t ks[TC_KEYS * LD];
     __shared__ __align__(16) bf16_t vs[TC_KEYS * LD];
+    if constexpr (HDP != HD) {
+        // K's padding columns HD..HDP-1 (one 16-byte vector): zero once, never staged over;
+        // made visible by the first tile's barrier.
+        static_assert(HDP - HD == 8, "padding is one 16-byte vector");
+        for (int j = threadIdx.x; j < TC_KEYS; j += TC_WARPS * 32) *(uint4*)(ks + j * LD + HD) = make_uint4(0, 0, 0, 0);
+    }
     int tile = blockIdx.x, head = blockIdx.y;
     int seg_start = tiles[3 * tile], seg_end = tiles[3 * tile + 1], q0 = tiles[3 * tile + 2];
     int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
@@ -248,10 +409,11 @@ __device__ void attention_tc(const bf16_t* __restrict__ qkv, bf16_t* __restrict_
 #pragma unroll
     for (int c = 0; c < KC; ++c) {
         int col = c * 16 + t * 2;
+        bool hi = c * 16 + 8 < HD;  // columns col+8, col+9 inside the head (else padding: 0)
         qa[c][0] = r0 < seg_end ? *(const unsigned int*)(base + r0 * stride + col) : 0u;
         qa[c][1] = r1 < seg_end ? *(const unsigned int*)(base + r1 * stride + col) : 0u;
-        qa[c][2] = r0 < seg_end ? *(const unsigned int*)(base + r0 * stride + col + 8) : 0u;
-        qa[c][3] = r1 < seg_end ? *(const unsigned int*)(base + r1 * stride + col + 8) : 0u;
+        qa[c][2] = hi && r0 < seg_end ? *(const unsigned int*)(base + r0 * stride + col + 8) : 0u;
+        qa[c][3] = hi && r1 < seg_end ? *(const unsigned int*)(base + r1 * stride + col + 8) : 0u;
     }
     float o[NT][4];
 #pragma unroll
@@ -364,6 +526,18 @@ extern "C" __global__ void __launch_bounds__(TC_WARPS * 32)
     attention_tc32_bf16(const bf16_t* qkv, bf16_t* out, const int* tiles, int heads, float scale) {
     attention_tc<32>(qkv, out, tiles, heads, scale);
 }
+extern "C" __global__ void __launch_bounds__(TC_WARPS * 32)
+    attention_tc64_bf16(const bf16_t* qkv, bf16_t* out, const int* tiles, int heads, float scale) {
+    attention_tc<64>(qkv, out, tiles, heads, scale);
+}
+extern "C" __global__ void __launch_bounds__(TC_WARPS * 32)
+    attention_tc72_bf16(const bf16_t* qkv, bf16_t* out, const int* tiles, int heads, float scale) {
+    attention_tc<72>(qkv, out, tiles, heads, scale);
+}
+extern "C" __global__ void __launch_bounds__(TC_WARPS * 32)
+    attention_tc128_bf16(const bf16_t* qkv, bf16_t* out, const int* tiles, int heads, float scale) {
+    attention_tc<128>(qkv, out, tiles, heads, scale);
+}
 
 // Entry points, one per element type.
 #define ENTRY_POINTS(SUFFIX, T)                                                                                      \
@@ -385,6 +559,41 @@ extern "C" __global__ void __launch_bounds__(TC_WARPS * 32)
                                                                                 const int* tiles, int heads,         \
                                                                                 float scale) {                       \
         attention<T, 32>(qkv, out, tiles, heads, scale);                                                             \
+    }                                                                                                                \
+    extern "C" __global__ void __launch_bounds__(ATT_TILE) attention64_##SUFFIX(const T* qkv, T* out,                 \
+                                                                                const int* tiles, int heads,         \
+                                                                                float scale) {                       \
+        attention<T, 64>(qkv, out, tiles, heads, scale);                                                             \
+    }                                                                                                                \
+    extern "C" __global__ void __launch_bounds__(ATT_TILE) attention72_##SUFFIX(const T* qkv, T* out,                 \
+                                                                                const int* tiles, int heads,         \
+                                                                                float scale) {                       \
+        attention<T, 72>(qkv, out, tiles, heads, scale);                                                             \
+    }                                                                                                                \
+    extern "C" __global__ void __launch_bounds__(ATT_TILE) attention128_##SUFFIX(const T* qkv, T* out,                \
+                                                                                 const int* tiles, int heads,        \
+                                                                                 float scale) {                      \
+        attention<T, 128, 32>(qkv, out, tiles, heads, scale);                                                        \
+    }                                                                                                                \
+    extern "C" __global__ void __launch_bounds__(NORM_THREADS)                                                       \
+        add_layernorm_##SUFFIX(float* x, const T* delta, const T* w, const T* b, T* out, int cols, float eps) {      \
+        add_layernorm<T>(x, delta, w, b, out, cols, eps);                                                            \
+    }                                                                                                                \
+    extern "C" __global__ void __launch_bounds__(NORM_THREADS)                                                       \
+        layernorm_##SUFFIX(const T* x, const T* w, const T* b, T* out, int cols, float eps) {                        \
+        layernorm<T>(x, w, b, out, cols, eps);                                                                       \
+    }                                                                                                                \
+    extern "C" __global__ void add_round_##SUFFIX(float* x, const T* delta, T* out, long long n) {                   \
+        add_round<T>(x, delta, out, n);                                                                              \
+    }                                                                                                                \
+    extern "C" __global__ void gelu_tanh_##SUFFIX(T* x, long long n) { gelu_tanh<T>(x, n); }                         \
+    extern "C" __global__ void pos_embed_add_##SUFFIX(T* x, const T* table, const int* idx, const float* wts,        \
+                                                      long long rows, int cols) {                                    \
+        pos_embed_add<T>(x, table, idx, wts, rows, cols);                                                            \
+    }                                                                                                                \
+    extern "C" __global__ void pack_columns_##SUFFIX(const T* src, T* dst, long long rows, int cols, int dst_stride, \
+                                                     int dst_offset) {                                               \
+        pack_columns<T>(src, dst, rows, cols, dst_stride, dst_offset);                                               \
     }
 
 ENTRY_POINTS(f32, float)

@@ -28,7 +28,7 @@ for i in $(seq 50); do cat .carry/clips/seg_h264.h264; done > "$clips/h264_5min.
 h264=$clips/h264_30s.h264; hevc=$clips/hevc_30s.hevc
 
 step() { echo "== $1: rc=$2" | tee -a "$OUT/steps.txt"; }
-# Steps to run (comma-separated): tests, decode, frames, encoder, batching, client, e2e,
+# Steps to run (comma-separated): tests, decode, frames, encoder, qwen3, batching, client, e2e,
 # handoff, transcode, scaling, split, host, logical, color, headline.
 ONLY=${ONLY:-tests,decode,frames}
 want() { [[ ",$ONLY," == *",$1,"* ]]; }
@@ -102,6 +102,26 @@ step reel-encode-f32 $?
 timeout 400 python3 bench/encoder/bench_gpu.py --model "$model" --reel-out /tmp/reel-encode-out \
   --reel-f32-out /tmp/reel-encode-f32 ${ENCODE_BATCHES:-} > "$OUT/peer-encode.json" 2>> "$OUT/steps.txt"
 step peer-encode $?
+fi
+
+# 5a. The Qwen3-VL family's towers: CUDA parity tests (in the encoder tests above), then
+#     full-size random Qwen3-VL-8B (head_dim 72, deepstack) and 2B (head_dim 64) towers
+#     against HF transformers (sdpa, bf16) on the same seeded inputs, with reel's packed
+#     [main | deepstack] embeddings checked against HF's, and f32 exactness on the GPU.
+if want qwen3; then
+for arch in ${QWEN3_ARCHES:-qwen3-vl-8b qwen3-vl-2b}; do
+  dir=/tmp/reel-$arch
+  [ -f "$dir/model.safetensors" ] || "$BIN/reel" model init --arch $arch --random --seed 0 -o "$dir" >> "$OUT/steps.txt" 2>&1
+  timeout 300 "$BIN/reel" bench encode --model "$dir" --device cuda --profile --save /tmp/reel-encode-$arch ${QWEN3_BATCHES:-} \
+    > "$OUT/reel-encode-$arch.json" 2>> "$OUT/steps.txt"
+  step "reel-encode-$arch" $?
+  timeout 120 "$BIN/reel" bench encode --model "$dir" --device cuda --dtype f32 --iterations 1 --save /tmp/reel-encode-f32-$arch \
+    --batch 30x32x32 --batch 1x74x136 > "$OUT/reel-encode-f32-$arch.json" 2>> "$OUT/steps.txt"
+  step "reel-encode-f32-$arch" $?
+  timeout 400 python3 bench/encoder/bench_gpu.py --model "$dir" --reel-out /tmp/reel-encode-$arch \
+    --reel-f32-out /tmp/reel-encode-f32-$arch ${QWEN3_BATCHES:-} > "$OUT/peer-encode-$arch.json" 2>> "$OUT/steps.txt"
+  step "peer-encode-$arch" $?
+done
 fi
 
 # 5b. Cross-request batching (64 small requests through the batcher vs one forward each),

@@ -1,10 +1,27 @@
 //! The vision tower's hyper-parameters, read from a Hugging Face `config.json`.
+//!
+//! One struct for every tower family reel runs; [`TowerKind`] says which blocks it is
+//! built from. Qwen2.5-VL's keys are read here ([`VisionConfig::from_json`]); other
+//! families read their own keys in their module of [`crate::models`].
 
 use serde_json::{json, Map, Value};
 
 use crate::error::{Error, Result};
 
-/// Hyper-parameters of a Qwen2.5-VL vision tower.
+/// The building blocks of a tower family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TowerKind {
+    /// Qwen2.5-VL: RMSNorm, SiLU-gated MLP, window attention (full attention in
+    /// `fullatt_block_indexes`), patch embedding without bias, RMSNorm merger.
+    Qwen2_5Vl,
+    /// The Qwen3-VL family (Qwen3-VL, Qwen3.5, their MoE models, Qwen4-Exp): LayerNorm,
+    /// GELU-tanh MLP, full attention within every temporal patch, patch embedding with
+    /// bias plus a learned position table interpolated to the grid, LayerNorm merger, and
+    /// deepstack mergers after the blocks in `deepstack_visual_indexes`.
+    Qwen3Vl,
+}
+
+/// Hyper-parameters of a vision tower.
 ///
 /// Read by the model registry ([`crate::ModelSpec::read`]) from a model folder's
 /// `config.json`: either
@@ -15,6 +32,8 @@ use crate::error::{Error, Result};
 /// checkpoints say `tokens_per_second: 2` while the class default is 4.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VisionConfig {
+    /// The family's building blocks.
+    pub kind: TowerKind,
     /// Number of transformer blocks (32 in every released size).
     pub depth: usize,
     /// Width of the residual stream (1280).
@@ -31,20 +50,26 @@ pub struct VisionConfig {
     pub temporal_patch_size: usize,
     /// Side of the square of patches merged into one output token (2).
     pub spatial_merge_size: usize,
-    /// Attention window side in pixels (112 = 4 merged tokens = 8 patches).
+    /// Attention window side in pixels (112 = 4 merged tokens = 8 patches; Qwen2.5-VL).
     pub window_size: usize,
     /// Blocks that use full (per temporal slice) attention instead of windows.
     pub fullatt_block_indexes: Vec<usize>,
     /// Input channels (3). Read from `in_channels`, else `in_chans`.
     pub in_channels: usize,
-    /// The MLP activation; only `silu` is supported.
+    /// The MLP activation: `silu` (Qwen2.5-VL) or `gelu_pytorch_tanh` (Qwen3-VL).
     pub hidden_act: String,
-    /// RMSNorm epsilon (`rms_norm_eps` when present, else 1e-6 as transformers hard-codes).
-    pub rms_norm_eps: f64,
+    /// Norm epsilon (Qwen2.5-VL: `rms_norm_eps` when present; transformers hard-codes
+    /// 1e-6 for both families' vision norms).
+    pub norm_eps: f64,
     /// Temporal rate of the LLM's M-RoPE positions (metadata; unused by the tower).
     pub tokens_per_second: f64,
     /// Base of the 2D rotary embedding (`rope_parameters.rope_theta` / `rope_theta`, else 10000).
     pub rope_theta: f64,
+    /// Rows of the learned position table (Qwen3-VL: 2304 = 48²; 0 without a table).
+    pub num_position_embeddings: usize,
+    /// Blocks after which a deepstack merger taps the hidden states (Qwen3-VL;
+    /// ascending; empty for towers without deepstack).
+    pub deepstack_visual_indexes: Vec<usize>,
 }
 
 impl VisionConfig {
@@ -74,6 +99,7 @@ impl VisionConfig {
             None => root,
         };
         let cfg = VisionConfig {
+            kind: TowerKind::Qwen2_5Vl,
             depth: req_usize(v, "depth")?,
             hidden_size: req_usize(v, "hidden_size")?,
             num_heads: match opt_usize(v, "num_heads")? {
@@ -119,7 +145,7 @@ impl VisionConfig {
                     })
                 }
             },
-            rms_norm_eps: opt_f64(v, "rms_norm_eps")?.unwrap_or(1e-6),
+            norm_eps: opt_f64(v, "rms_norm_eps")?.unwrap_or(1e-6),
             tokens_per_second: opt_f64(v, "tokens_per_second")?.unwrap_or(4.0),
             rope_theta: match v.get("rope_parameters").and_then(|r| r.get("rope_theta")) {
                 Some(t) => t.as_f64().ok_or(Error::InvalidConfig {
@@ -128,6 +154,8 @@ impl VisionConfig {
                 })?,
                 None => opt_f64(v, "rope_theta")?.unwrap_or(10000.0),
             },
+            num_position_embeddings: 0,
+            deepstack_visual_indexes: Vec::new(),
         };
         cfg.validate()?;
         Ok(cfg)
@@ -169,6 +197,21 @@ impl VisionConfig {
                 ),
             );
         }
+        match self.kind {
+            TowerKind::Qwen2_5Vl => self.validate_qwen2_5()?,
+            TowerKind::Qwen3Vl => self.validate_qwen3()?,
+        }
+        if !(self.norm_eps.is_finite() && self.norm_eps >= 0.0) {
+            return bad("norm_eps", format!("{}", self.norm_eps));
+        }
+        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
+            return bad("rope_theta", format!("{}", self.rope_theta));
+        }
+        Ok(())
+    }
+
+    fn validate_qwen2_5(&self) -> Result<()> {
+        let bad = |key, message: String| Err(Error::InvalidConfig { key, message });
         if self.merger_window() == 0 {
             return bad(
                 "window_size",
@@ -182,16 +225,58 @@ impl VisionConfig {
         if self.hidden_act != "silu" {
             return bad(
                 "hidden_act",
-                format!("`{}` is not supported (only silu)", self.hidden_act),
+                format!(
+                    "`{}` is not supported by Qwen2.5-VL's tower (only silu)",
+                    self.hidden_act
+                ),
             );
         }
-        if !(self.rms_norm_eps.is_finite() && self.rms_norm_eps >= 0.0) {
-            return bad("rms_norm_eps", format!("{}", self.rms_norm_eps));
+        Ok(())
+    }
+
+    fn validate_qwen3(&self) -> Result<()> {
+        let bad = |key, message: String| Err(Error::InvalidConfig { key, message });
+        if self.hidden_act != "gelu_pytorch_tanh" {
+            return bad(
+                "hidden_act",
+                format!(
+                    "`{}` is not supported by Qwen3-VL's tower (only gelu_pytorch_tanh)",
+                    self.hidden_act
+                ),
+            );
         }
-        if !(self.rope_theta.is_finite() && self.rope_theta > 0.0) {
-            return bad("rope_theta", format!("{}", self.rope_theta));
+        let side = self.position_grid_side();
+        if side < 2 || side * side != self.num_position_embeddings {
+            return bad(
+                "num_position_embeddings",
+                format!(
+                    "{} is not the square of a side of at least 2",
+                    self.num_position_embeddings
+                ),
+            );
+        }
+        let ds = &self.deepstack_visual_indexes;
+        if ds.windows(2).any(|w| w[0] >= w[1]) || ds.last().is_some_and(|&l| l >= self.depth) {
+            return bad(
+                "deepstack_visual_indexes",
+                format!(
+                    "{ds:?} must be ascending block indexes below depth {}",
+                    self.depth
+                ),
+            );
         }
         Ok(())
+    }
+
+    /// Side of the learned position table's square grid (Qwen3-VL: 48).
+    pub fn position_grid_side(&self) -> usize {
+        (self.num_position_embeddings as f64).sqrt().round() as usize
+    }
+
+    /// Width of one output row: the main embeddings, then each deepstack feature
+    /// (`out_hidden_size · (1 + deepstack mergers)`, vLLM's `[main | ds0 | ds1 | …]`).
+    pub fn output_width(&self) -> usize {
+        self.out_hidden_size * (1 + self.deepstack_visual_indexes.len())
     }
 
     /// Width of one attention head.
@@ -216,11 +301,35 @@ impl VisionConfig {
 
     /// Whether block `i` uses full attention (else windowed attention).
     pub fn is_full_attention(&self, block: usize) -> bool {
-        self.fullatt_block_indexes.contains(&block)
+        self.kind == TowerKind::Qwen3Vl || self.fullatt_block_indexes.contains(&block)
     }
 
-    /// The vision config as the JSON object Qwen2.5-VL checkpoints carry under `vision_config`.
+    /// Whether rows are permuted into attention windows (Qwen2.5-VL).
+    pub fn windowed(&self) -> bool {
+        self.kind == TowerKind::Qwen2_5Vl
+    }
+
+    /// The vision config as the JSON object the family's checkpoints carry under
+    /// `vision_config`.
     pub fn to_json(&self) -> Value {
+        if self.kind == TowerKind::Qwen3Vl {
+            return json!({
+                "model_type": "qwen3_vl",
+                "depth": self.depth,
+                "hidden_act": self.hidden_act,
+                "hidden_size": self.hidden_size,
+                "intermediate_size": self.intermediate_size,
+                "num_heads": self.num_heads,
+                "in_channels": self.in_channels,
+                "out_hidden_size": self.out_hidden_size,
+                "patch_size": self.patch_size,
+                "spatial_merge_size": self.spatial_merge_size,
+                "temporal_patch_size": self.temporal_patch_size,
+                "num_position_embeddings": self.num_position_embeddings,
+                "deepstack_visual_indexes": self.deepstack_visual_indexes,
+                "initializer_range": 0.02,
+            });
+        }
         let tps = if self.tokens_per_second.fract() == 0.0 {
             json!(self.tokens_per_second as i64)
         } else {
@@ -245,7 +354,7 @@ impl VisionConfig {
     }
 }
 
-fn opt_usize(v: &Map<String, Value>, key: &'static str) -> Result<Option<usize>> {
+pub(crate) fn opt_usize(v: &Map<String, Value>, key: &'static str) -> Result<Option<usize>> {
     match v.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(x) => match x.as_u64() {
@@ -262,11 +371,11 @@ fn opt_usize(v: &Map<String, Value>, key: &'static str) -> Result<Option<usize>>
     }
 }
 
-fn req_usize(v: &Map<String, Value>, key: &'static str) -> Result<usize> {
+pub(crate) fn req_usize(v: &Map<String, Value>, key: &'static str) -> Result<usize> {
     opt_usize(v, key)?.ok_or(Error::MissingConfig { key })
 }
 
-fn opt_f64(v: &Map<String, Value>, key: &'static str) -> Result<Option<f64>> {
+pub(crate) fn opt_f64(v: &Map<String, Value>, key: &'static str) -> Result<Option<f64>> {
     match v.get(key) {
         None | Some(Value::Null) => Ok(None),
         Some(x) => x.as_f64().map(Some).ok_or(Error::InvalidConfig {
@@ -303,7 +412,7 @@ mod tests {
         assert_eq!(c.patch_dim(), 1176);
         assert_eq!(c.merger_window(), 4);
         assert_eq!(c.tokens_per_second, 2.0);
-        assert_eq!(c.rms_norm_eps, 1e-6);
+        assert_eq!(c.norm_eps, 1e-6);
         assert_eq!(c.rope_theta, 10000.0);
         assert!(c.is_full_attention(7) && !c.is_full_attention(8));
     }

@@ -1,8 +1,10 @@
-//! Random Qwen2.5-VL checkpoints for tests and benchmarks, without downloading weights.
+//! Random Qwen2.5-VL and Qwen3-VL-family checkpoints for tests and benchmarks, without
+//! downloading weights.
 //!
 //! [`write_random`] writes a Hugging Face-compatible folder: `config.json` with the real
 //! checkpoint's values for the chosen size, and `model.safetensors` with seeded random
-//! **vision** weights under the `visual.` prefix. The language model's weights are not
+//! **vision** weights under the `visual.` prefix (Qwen2.5-VL) or `model.visual.` (the
+//! Qwen3-VL family, as its checkpoints name them). The language model's weights are not
 //! written: the folder loads as a vision tower (reel, or transformers'
 //! `Qwen2_5_VisionTransformerPretrainedModel`), not as a full
 //! `Qwen2_5_VLForConditionalGeneration` with pretrained text weights.
@@ -15,6 +17,11 @@
 //! hidden_size, num_heads, out_hidden_size, window and patch values are certain; the
 //! vision `intermediate_size` of 32B/72B (3456), `max_window_layers` and
 //! `transformers_version` of the text part are believed but unchecked.
+//!
+//! The Qwen3-VL family's vision configs (depth, hidden, heads, intermediate, out_hidden,
+//! deepstack indexes) are those of the published `config.json` files as found in public
+//! copies (docs/qwen3-vl-blueprint.md §1); their text parts are small placeholders
+//! (reel reads only the vision tower), not the released language models' sizes.
 
 use std::io::Write;
 use std::path::Path;
@@ -23,7 +30,7 @@ use half::{bf16, f16};
 use rayon::prelude::*;
 use serde_json::{json, Value};
 
-use crate::config::VisionConfig;
+use crate::config::{TowerKind, VisionConfig};
 use crate::dtype::{DType, Elem};
 use crate::error::{Error, Result};
 use crate::weights::expected_tensors;
@@ -39,6 +46,18 @@ pub enum Arch {
     Qwen25Vl32b,
     /// Qwen2.5-VL-72B-Instruct (out_hidden_size 8192).
     Qwen25Vl72b,
+    /// Qwen3-VL-2B-Instruct's tower (head_dim 64, out_hidden 2048, deepstack 5/11/17).
+    Qwen3Vl2b,
+    /// Qwen3-VL-4B-Instruct's tower (as 2B, out_hidden 2560).
+    Qwen3Vl4b,
+    /// Qwen3-VL-8B-Instruct's tower (head_dim 72, out_hidden 4096, deepstack 8/16/24).
+    Qwen3Vl8b,
+    /// Qwen3-VL-32B-Instruct's tower (as 8B, out_hidden 5120).
+    Qwen3Vl32b,
+    /// Qwen3.5-27B's tower (the 8B tower without deepstack, out_hidden 5120).
+    Qwen35_27b,
+    /// Qwen3.5-35B-A3B's tower (without deepstack, out_hidden 2048).
+    Qwen35_35bA3b,
     /// A small test tower: depth 4, hidden 64, 2 heads (head_dim 32), intermediate 128,
     /// out_hidden 96, full attention in blocks 1 and 3, window 112, patch 14x14x2, merge 2.
     Tiny,
@@ -46,11 +65,17 @@ pub enum Arch {
 
 impl Arch {
     /// All architectures.
-    pub const ALL: [Arch; 5] = [
+    pub const ALL: [Arch; 11] = [
         Arch::Qwen25Vl3b,
         Arch::Qwen25Vl7b,
         Arch::Qwen25Vl32b,
         Arch::Qwen25Vl72b,
+        Arch::Qwen3Vl2b,
+        Arch::Qwen3Vl4b,
+        Arch::Qwen3Vl8b,
+        Arch::Qwen3Vl32b,
+        Arch::Qwen35_27b,
+        Arch::Qwen35_35bA3b,
         Arch::Tiny,
     ];
 
@@ -62,12 +87,19 @@ impl Arch {
         }
         let n = n
             .trim_end_matches("-instruct")
-            .replace("qwen2-5", "qwen2.5");
+            .replace("qwen2-5", "qwen2.5")
+            .replace("qwen3-5", "qwen3.5");
         match n.as_str() {
             "qwen2.5-vl-3b" => Ok(Arch::Qwen25Vl3b),
             "qwen2.5-vl-7b" => Ok(Arch::Qwen25Vl7b),
             "qwen2.5-vl-32b" => Ok(Arch::Qwen25Vl32b),
             "qwen2.5-vl-72b" => Ok(Arch::Qwen25Vl72b),
+            "qwen3-vl-2b" => Ok(Arch::Qwen3Vl2b),
+            "qwen3-vl-4b" => Ok(Arch::Qwen3Vl4b),
+            "qwen3-vl-8b" => Ok(Arch::Qwen3Vl8b),
+            "qwen3-vl-32b" => Ok(Arch::Qwen3Vl32b),
+            "qwen3.5-27b" => Ok(Arch::Qwen35_27b),
+            "qwen3.5-35b-a3b" => Ok(Arch::Qwen35_35bA3b),
             "tiny" | "qwen2.5-vl-tiny" => Ok(Arch::Tiny),
             _ => Err(Error::UnknownArch(name.to_string())),
         }
@@ -80,12 +112,67 @@ impl Arch {
             Arch::Qwen25Vl7b => "qwen2.5-vl-7b",
             Arch::Qwen25Vl32b => "qwen2.5-vl-32b",
             Arch::Qwen25Vl72b => "qwen2.5-vl-72b",
+            Arch::Qwen3Vl2b => "qwen3-vl-2b",
+            Arch::Qwen3Vl4b => "qwen3-vl-4b",
+            Arch::Qwen3Vl8b => "qwen3-vl-8b",
+            Arch::Qwen3Vl32b => "qwen3-vl-32b",
+            Arch::Qwen35_27b => "qwen3.5-27b",
+            Arch::Qwen35_35bA3b => "qwen3.5-35b-a3b",
             Arch::Tiny => "tiny",
+        }
+    }
+
+    /// The tower's family.
+    pub fn kind(self) -> TowerKind {
+        match self {
+            Arch::Qwen3Vl2b
+            | Arch::Qwen3Vl4b
+            | Arch::Qwen3Vl8b
+            | Arch::Qwen3Vl32b
+            | Arch::Qwen35_27b
+            | Arch::Qwen35_35bA3b => TowerKind::Qwen3Vl,
+            _ => TowerKind::Qwen2_5Vl,
+        }
+    }
+
+    /// The Qwen3-VL family's towers: (depth, hidden, intermediate, out_hidden, deepstack).
+    fn qwen3_shape(self) -> (usize, usize, usize, usize, Vec<usize>) {
+        let (small, large) = (vec![5, 11, 17], vec![8, 16, 24]);
+        match self {
+            Arch::Qwen3Vl2b => (24, 1024, 4096, 2048, small),
+            Arch::Qwen3Vl4b => (24, 1024, 4096, 2560, small),
+            Arch::Qwen3Vl8b => (27, 1152, 4304, 4096, large),
+            Arch::Qwen3Vl32b => (27, 1152, 4304, 5120, large),
+            Arch::Qwen35_27b => (27, 1152, 4304, 5120, Vec::new()),
+            _ => (27, 1152, 4304, 2048, Vec::new()),
         }
     }
 
     /// The vision tower's hyper-parameters.
     pub fn vision_config(self) -> VisionConfig {
+        if self.kind() == TowerKind::Qwen3Vl {
+            let (depth, hidden, inter, out, deepstack) = self.qwen3_shape();
+            return VisionConfig {
+                kind: TowerKind::Qwen3Vl,
+                depth,
+                hidden_size: hidden,
+                num_heads: 16,
+                intermediate_size: inter,
+                out_hidden_size: out,
+                patch_size: 16,
+                temporal_patch_size: 2,
+                spatial_merge_size: 2,
+                window_size: 0,
+                fullatt_block_indexes: Vec::new(),
+                in_channels: 3,
+                hidden_act: "gelu_pytorch_tanh".into(),
+                norm_eps: 1e-6,
+                tokens_per_second: 2.0,
+                rope_theta: 10000.0,
+                num_position_embeddings: 2304,
+                deepstack_visual_indexes: deepstack,
+            };
+        }
         let (inter, out) = match self {
             Arch::Qwen25Vl3b => (3420, 2048),
             Arch::Qwen25Vl7b => (3420, 3584),
@@ -93,6 +180,7 @@ impl Arch {
             Arch::Qwen25Vl72b => (3456, 8192),
             Arch::Tiny => {
                 return VisionConfig {
+                    kind: TowerKind::Qwen2_5Vl,
                     depth: 4,
                     hidden_size: 64,
                     num_heads: 2,
@@ -105,13 +193,17 @@ impl Arch {
                     fullatt_block_indexes: vec![1, 3],
                     in_channels: 3,
                     hidden_act: "silu".into(),
-                    rms_norm_eps: 1e-6,
+                    norm_eps: 1e-6,
                     tokens_per_second: 2.0,
                     rope_theta: 10000.0,
+                    num_position_embeddings: 0,
+                    deepstack_visual_indexes: Vec::new(),
                 }
             }
+            _ => unreachable!("Qwen3-VL towers returned above"),
         };
         VisionConfig {
+            kind: TowerKind::Qwen2_5Vl,
             depth: 32,
             hidden_size: 1280,
             num_heads: 16,
@@ -124,15 +216,62 @@ impl Arch {
             fullatt_block_indexes: vec![7, 15, 23, 31],
             in_channels: 3,
             hidden_act: "silu".into(),
-            rms_norm_eps: 1e-6,
+            norm_eps: 1e-6,
             tokens_per_second: 2.0,
             rope_theta: 10000.0,
+            num_position_embeddings: 0,
+            deepstack_visual_indexes: Vec::new(),
         }
+    }
+
+    /// The full `config.json` of a Qwen3-VL-family size: its `vision_config` and a
+    /// small placeholder `text_config` whose hidden size is the tower's out_hidden_size.
+    fn qwen3_config_json(self, dtype: DType) -> Value {
+        let vision = self.vision_config();
+        let deepstack = !vision.deepstack_visual_indexes.is_empty();
+        let (arch, model_type) = if deepstack {
+            ("Qwen3VLForConditionalGeneration", "qwen3_vl")
+        } else {
+            ("Qwen3_5ForConditionalGeneration", "qwen3_5")
+        };
+        let mut vision_json = vision.to_json();
+        vision_json["model_type"] = json!(format!("{model_type}_vision"));
+        if !deepstack {
+            // Qwen3.5 checkpoints ship an empty list; its config class has no such key.
+            vision_json["deepstack_visual_indexes"] = json!([]);
+        }
+        json!({
+            "architectures": [arch],
+            "model_type": model_type,
+            "image_token_id": 151655,
+            "video_token_id": 151656,
+            "vision_start_token_id": 151652,
+            "vision_end_token_id": 151653,
+            "tie_word_embeddings": false,
+            "torch_dtype": dtype.torch_name(),
+            "dtype": dtype.torch_name(),
+            "text_config": {
+                "model_type": format!("{model_type}_text"),
+                "hidden_size": vision.out_hidden_size,
+                "intermediate_size": 2 * vision.out_hidden_size,
+                "num_hidden_layers": 1,
+                "num_attention_heads": 16,
+                "num_key_value_heads": 8,
+                "head_dim": 128,
+                "vocab_size": 151936,
+                "rms_norm_eps": 1e-6,
+                "dtype": dtype.torch_name(),
+            },
+            "vision_config": vision_json,
+        })
     }
 
     /// The full `config.json` (text hyper-parameters + `vision_config`), `torch_dtype` set
     /// to `dtype`.
     pub fn config_json(self, dtype: DType) -> Value {
+        if self.kind() == TowerKind::Qwen3Vl {
+            return self.qwen3_config_json(dtype);
+        }
         // (hidden, intermediate, layers, heads, kv_heads, max_window_layers, vocab, tie, mrope)
         let (hid, inter, layers, heads, kv, mwl, vocab, tie, mrope) = match self {
             Arch::Qwen25Vl3b => (2048, 11008, 36, 16, 2, 70, 151936, true, [16, 24, 24]),
@@ -141,6 +280,7 @@ impl Arch {
             Arch::Qwen25Vl72b => (8192, 29568, 80, 64, 8, 80, 152064, false, [16, 24, 24]),
             // Small text settings so transformers can build the whole model; head_dim 48.
             Arch::Tiny => (96, 192, 1, 2, 1, 1, 151936, true, [8, 8, 8]),
+            _ => unreachable!("Qwen3-VL configs returned above"),
         };
         let max_pos = if self == Arch::Tiny { 2048 } else { 128000 };
         json!({
@@ -179,7 +319,8 @@ impl Arch {
 }
 
 /// Writes a random checkpoint of `arch` into `dir` (created if needed): `config.json`
-/// and `model.safetensors` with only the vision tower, under `visual.`, in `dtype`.
+/// and `model.safetensors` with only the vision tower (under the family's prefix), in
+/// `dtype`.
 ///
 /// Deterministic: the same `(arch, seed, dtype)` gives byte-identical files, whatever the
 /// thread count (every 64 Ki-element chunk of every tensor has its own seeded stream).
@@ -188,6 +329,10 @@ pub fn write_random(arch: Arch, seed: u64, dtype: DType, dir: &Path) -> Result<(
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     let cfg = arch.vision_config();
     let tensors = expected_tensors(&cfg);
+    let prefix = match cfg.kind {
+        TowerKind::Qwen2_5Vl => "visual.",
+        TowerKind::Qwen3Vl => "model.visual.",
+    };
 
     // safetensors header: tensors in order, contiguous.
     let mut header = serde_json::Map::new();
@@ -196,7 +341,7 @@ pub fn write_random(arch: Arch, seed: u64, dtype: DType, dir: &Path) -> Result<(
     for (name, shape) in &tensors {
         let n: usize = shape.iter().product::<usize>() * dtype.size_in_bytes();
         header.insert(
-            format!("visual.{name}"),
+            format!("{prefix}{name}"),
             json!({"dtype": dtype.safetensors_name(), "shape": shape, "data_offsets": [off, off + n]}),
         );
         off += n;
@@ -365,6 +510,11 @@ mod tests {
             Arch::from_name("qwen2_5_vl_72b").unwrap(),
             Arch::Qwen25Vl72b
         );
+        assert_eq!(
+            Arch::from_name("Qwen/Qwen3-VL-8B-Instruct").unwrap(),
+            Arch::Qwen3Vl8b
+        );
+        assert_eq!(Arch::from_name("qwen3_5_27b").unwrap(), Arch::Qwen35_27b);
         assert!(Arch::from_name("qwen3-vl").is_err());
     }
 
@@ -372,8 +522,11 @@ mod tests {
     fn configs_parse_back() {
         for a in Arch::ALL {
             let j = a.config_json(DType::BF16);
-            assert_eq!(VisionConfig::from_json(&j).unwrap(), a.vision_config());
-            assert_eq!(j["hidden_size"], j["vision_config"]["out_hidden_size"]);
+            let (family, _) = crate::models::select(&j).unwrap();
+            assert_eq!((family.vision_config)(&j).unwrap(), a.vision_config());
+            assert!(family.presets.contains(&a.name()), "{}", a.name());
+            let text = j.get("text_config").unwrap_or(&j);
+            assert_eq!(text["hidden_size"], j["vision_config"]["out_hidden_size"]);
         }
     }
 

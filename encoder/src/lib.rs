@@ -229,7 +229,7 @@ impl VisionTower {
                 self.cfg.patch_dim()
             )));
         }
-        let hidden = self.cfg.out_hidden_size;
+        let hidden = self.cfg.output_width();
         if plan.patches == 0 {
             return Ok(Embeddings {
                 data: Vec::new(),

@@ -1,10 +1,11 @@
 //! Everything about a batch of grids that does not depend on the weights: the window
-//! permutation, the attention segments and the 2D rotary table. Backend-neutral (plain
-//! host arrays), so the CUDA backend can upload the same plan.
+//! permutation, the attention segments, the 2D rotary table and the position-table
+//! interpolation taps. Backend-neutral (plain host arrays), so the CUDA backend can
+//! upload the same plan.
 //!
 //! Mirrors transformers 5.17 `vision_utils.get_vision_window_index`,
-//! `get_vision_cu_seqlens`, `get_vision_position_ids` and
-//! `Qwen2_5_VLVisionRotaryEmbedding`.
+//! `get_vision_cu_seqlens`, `get_vision_position_ids`,
+//! `get_vision_interpolation_indices_and_weights` and the towers' rotary embeddings.
 
 use rayon::prelude::*;
 
@@ -16,7 +17,8 @@ use crate::error::{Error, Result};
 /// Rows of the hidden states inside the tower are in *window order*: merged tokens are
 /// reordered by [`Plan::window_index`] (each token keeps its `merge_unit` consecutive
 /// patch rows), so that every attention window, and every temporal slice, is a contiguous
-/// range of rows.
+/// range of rows. Towers without windows (Qwen3-VL) keep the input order: their window
+/// index is the identity and their "windows" are the temporal slices.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
     /// The grids, in input order.
@@ -40,7 +42,6 @@ impl Plan {
     pub fn new(cfg: &VisionConfig, grids: &[[usize; 3]]) -> Result<Self> {
         let m = cfg.spatial_merge_size;
         let mu = cfg.merge_unit();
-        let ws = cfg.merger_window();
         let mut patches = 0usize;
         for (i, &[t, h, w]) in grids.iter().enumerate() {
             if t == 0 || h == 0 || w == 0 || h % m != 0 || w % m != 0 {
@@ -62,6 +63,11 @@ impl Plan {
         let mut base = 0usize;
         for &[t, h, w] in grids {
             let (lh, lw) = (h / m, w / m);
+            let ws = if cfg.windowed() {
+                cfg.merger_window()
+            } else {
+                lh.max(lw)
+            };
             // transformers pads to the next multiple of ws, adding a whole empty window row
             // or column when already divisible; empty windows are then dropped. The
             // non-empty windows are exactly the ceil(lh/ws) x ceil(lw/ws) below.
@@ -137,27 +143,73 @@ impl Plan {
         pos
     }
 
+    /// The position-table interpolation of every row (Qwen3-VL), in window order:
+    /// four table rows and their f32 weights per patch, `[patches, 4]` each, in the order
+    /// (top-left, top-right, bottom-left, bottom-right).
+    ///
+    /// transformers 5.17 `get_vision_interpolation_indices_and_weights` (bilinear,
+    /// align_corners): per axis of `size` patches over a table of `side` rows,
+    /// `src = (i · (side − 1)) / max(size − 1, 1)` in f32, taps `floor(src)` and
+    /// `floor(src) + 1` clamped to the table, weights `max(1 − |frac − k|, 0)`.
+    pub fn position_taps(&self, cfg: &VisionConfig) -> (Vec<u32>, Vec<f32>) {
+        let side = cfg.position_grid_side();
+        let axis = |size: usize| -> Vec<([u32; 2], [f32; 2])> {
+            let last = (side - 1) as f32;
+            (0..size)
+                .map(|i| {
+                    let src = (i as f32 * last) / (size.saturating_sub(1).max(1)) as f32;
+                    let fl = src.floor();
+                    let frac = src - fl;
+                    let tap = |k: f32| (fl + k).clamp(0.0, last) as u32;
+                    let weight = |k: f32| (1.0 - (frac - k).abs()).max(0.0);
+                    ([tap(0.0), tap(1.0)], [weight(0.0), weight(1.0)])
+                })
+                .collect()
+        };
+        let positions = self.positions(cfg);
+        let (mut idx, mut wts) = (Vec::with_capacity(4 * self.patches), Vec::new());
+        wts.reserve(4 * self.patches);
+        let mut row = 0;
+        for &[t, h, w] in &self.grids {
+            let (rows, cols) = (axis(h), axis(w));
+            for &[r, c] in &positions[row..row + t * h * w] {
+                let ((rt, rw), (ct, cw)) = (rows[r as usize], cols[c as usize]);
+                for i in 0..2 {
+                    for j in 0..2 {
+                        idx.push(rt[i] * side as u32 + ct[j]);
+                        wts.push(rw[i] * cw[j]);
+                    }
+                }
+            }
+            row += t * h * w;
+        }
+        (idx, wts)
+    }
+
     /// The 2D rotary table for rows in window order.
     pub fn rope_table(&self, cfg: &VisionConfig) -> RopeTable {
         RopeTable::new(cfg, &self.positions(cfg))
     }
 
     /// Floating-point operations of one forward pass: 2 per multiply-add of every linear
-    /// layer (patch embedding, attention, MLP, merger) plus the attention products
+    /// layer (patch embedding, attention, MLP, mergers) plus the attention products
     /// (`QKᵀ` and `PV`: 4·head_dim per query-key pair per head, over the window segments
     /// for windowed blocks and the per-slice segments for full-attention blocks).
     pub fn flops(&self, cfg: &VisionConfig) -> f64 {
         let (p, t) = (self.patches as f64, self.tokens as f64);
         let (hid, inter) = (cfg.hidden_size as f64, cfg.intermediate_size as f64);
         let wide = hid * self.merge_unit as f64;
-        let per_block = hid * 3.0 * hid + hid * hid + 3.0 * hid * inter;
+        // SwiGLU has three projections, the GELU MLP two.
+        let mlp_layers = if cfg.windowed() { 3.0 } else { 2.0 };
+        let mergers = 1.0 + cfg.deepstack_visual_indexes.len() as f64;
+        let per_block = hid * 3.0 * hid + hid * hid + mlp_layers * hid * inter;
         let pairs =
             |cu: &[usize]| -> f64 { cu.windows(2).map(|w| ((w[1] - w[0]) as f64).powi(2)).sum() };
         let (full, window) = (pairs(&self.cu_seqlens), pairs(&self.cu_window_seqlens));
         let full_blocks = (0..cfg.depth).filter(|&i| cfg.is_full_attention(i)).count() as f64;
         let window_blocks = cfg.depth as f64 - full_blocks;
         let linear = p * (cfg.patch_dim() as f64 * hid + cfg.depth as f64 * per_block)
-            + t * (wide * wide + wide * cfg.out_hidden_size as f64);
+            + mergers * t * (wide * wide + wide * cfg.out_hidden_size as f64);
         let attention = 4.0 * hid * (full_blocks * full + window_blocks * window);
         2.0 * linear + attention
     }
@@ -268,6 +320,38 @@ mod tests {
     fn rejects_bad_grids() {
         assert!(Plan::new(&cfg(), &[[1, 3, 4]]).is_err());
         assert!(Plan::new(&cfg(), &[[0, 4, 4]]).is_err());
+    }
+
+    #[test]
+    fn qwen3_rows_stay_in_input_order_with_one_segment_per_slice() {
+        let cfg = crate::init::Arch::Qwen3Vl8b.vision_config();
+        let p = Plan::new(&cfg, &[[3, 4, 6], [1, 8, 8]]).unwrap();
+        // HF's example: grid (3,4,6),(1,8,8) gives cu_seqlens [0, 24, 48, 72, 136].
+        assert_eq!(p.cu_seqlens, vec![0, 24, 48, 72, 136]);
+        let identity: Vec<u32> = (0..p.tokens as u32).collect();
+        assert_eq!(p.window_index, identity);
+        // Merge order: (0,0), (0,1), (1,0), (1,1), (0,2), (0,3), …
+        let pos = p.positions(&cfg);
+        assert_eq!(&pos[..6], &[[0, 0], [0, 1], [1, 0], [1, 1], [0, 2], [0, 3]]);
+    }
+
+    #[test]
+    fn position_taps_interpolate_the_table_corners_exactly() {
+        let cfg = crate::init::Arch::Qwen3Vl8b.vision_config();
+        let p = Plan::new(&cfg, &[[1, 4, 6]]).unwrap();
+        let (idx, w) = p.position_taps(&cfg);
+        assert_eq!((idx.len(), w.len()), (96, 96));
+        // Patch (0,0) is table row 0 with weight 1 (its other taps weigh 0).
+        assert_eq!((idx[0], w[0]), (0, 1.0));
+        assert_eq!(w[1..4].iter().sum::<f32>(), 0.0);
+        // The last patch, (3,5), is the table's far corner (47, 47).
+        let last = 4 * 23;
+        let k = (0..4).find(|&k| w[last + k] == 1.0).unwrap();
+        assert_eq!(idx[last + k], 47 * 48 + 47);
+        // Every patch's weights sum to 1.
+        for c in w.chunks_exact(4) {
+            assert!((c.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        }
     }
 
     #[test]

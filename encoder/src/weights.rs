@@ -18,7 +18,7 @@ use rayon::prelude::*;
 use safetensors::tensor::{Dtype as StDtype, TensorInfo};
 use safetensors::SafeTensors;
 
-use crate::config::VisionConfig;
+use crate::config::{TowerKind, VisionConfig};
 use crate::dtype::{DType, Elem};
 use crate::error::{Error, Result};
 
@@ -40,39 +40,98 @@ pub(crate) struct HostTensor {
     pub data: HostData,
 }
 
+/// A linear layer's weight `[out, in]` and bias `[out]`.
+#[derive(Debug)]
+pub(crate) struct LinearWeights {
+    pub w: HostTensor,
+    pub b: HostTensor,
+}
+
+/// A norm's scale, and its shift for a LayerNorm (`None`: RMSNorm).
+#[derive(Debug)]
+pub(crate) struct NormWeights {
+    pub w: HostTensor,
+    pub b: Option<HostTensor>,
+}
+
+/// A block's MLP.
+#[derive(Debug)]
+pub(crate) enum MlpWeights {
+    /// Qwen2.5-VL: `down(silu(gate(x)) * up(x))`.
+    SwiGlu {
+        gate: LinearWeights,
+        up: LinearWeights,
+        down: LinearWeights,
+    },
+    /// Qwen3-VL: `fc2(gelu_tanh(fc1(x)))`.
+    Gelu {
+        fc1: LinearWeights,
+        fc2: LinearWeights,
+    },
+}
+
 /// Weights of one transformer block (names relative to `blocks.N.`).
 #[derive(Debug)]
 pub(crate) struct BlockWeights {
-    pub norm1: HostTensor,
-    pub norm2: HostTensor,
-    pub qkv_w: HostTensor,
-    pub qkv_b: HostTensor,
-    pub proj_w: HostTensor,
-    pub proj_b: HostTensor,
-    pub gate_w: HostTensor,
-    pub gate_b: HostTensor,
-    pub up_w: HostTensor,
-    pub up_b: HostTensor,
-    pub down_w: HostTensor,
-    pub down_b: HostTensor,
+    pub norm1: NormWeights,
+    pub norm2: NormWeights,
+    pub qkv: LinearWeights,
+    pub proj: LinearWeights,
+    pub mlp: MlpWeights,
 }
 
-/// Weights of the patch merger.
+/// Weights of a patch merger: norm, then `fc2(gelu(fc1(·)))` over merge_unit patches.
 #[derive(Debug)]
 pub(crate) struct MergerWeights {
-    pub ln_q: HostTensor,
-    pub fc1_w: HostTensor,
-    pub fc1_b: HostTensor,
-    pub fc2_w: HostTensor,
-    pub fc2_b: HostTensor,
+    pub norm: NormWeights,
+    pub fc1: LinearWeights,
+    pub fc2: LinearWeights,
 }
 
 /// All vision-tower weights; the patch embedding is reshaped to `[hidden, patch_dim]`.
 #[derive(Debug)]
 pub(crate) struct VisionWeights {
     pub patch_embed: HostTensor,
+    /// The patch embedding's bias (Qwen3-VL).
+    pub patch_bias: Option<HostTensor>,
+    /// The learned position table `[num_position_embeddings, hidden]` (Qwen3-VL).
+    pub pos_embed: Option<HostTensor>,
     pub blocks: Vec<BlockWeights>,
     pub merger: MergerWeights,
+    /// One merger per deepstack index, in order (Qwen3-VL).
+    pub deepstack: Vec<MergerWeights>,
+}
+
+/// The checkpoint names of one family's tensors (relative to the tower's prefix).
+struct Names {
+    norm1: &'static str,
+    norm2: &'static str,
+    /// (gate, up, down) or (fc1, fc2).
+    mlp: &'static [&'static str],
+    merger_norm: &'static str,
+    merger_fc1: &'static str,
+    merger_fc2: &'static str,
+}
+
+fn names(kind: TowerKind) -> Names {
+    match kind {
+        TowerKind::Qwen2_5Vl => Names {
+            norm1: "norm1",
+            norm2: "norm2",
+            mlp: &["mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"],
+            merger_norm: "merger.ln_q",
+            merger_fc1: "merger.mlp.0",
+            merger_fc2: "merger.mlp.2",
+        },
+        TowerKind::Qwen3Vl => Names {
+            norm1: "norm1",
+            norm2: "norm2",
+            mlp: &["mlp.linear_fc1", "mlp.linear_fc2"],
+            merger_norm: "merger.norm",
+            merger_fc1: "merger.linear_fc1",
+            merger_fc2: "merger.linear_fc2",
+        },
+    }
 }
 
 /// Names (without prefix) and shapes of every vision-tower tensor the config implies, in
@@ -81,6 +140,19 @@ pub fn expected_tensors(cfg: &VisionConfig) -> Vec<(String, Vec<usize>)> {
     let h = cfg.hidden_size;
     let i = cfg.intermediate_size;
     let m = h * cfg.merge_unit();
+    let o = cfg.out_hidden_size;
+    let n = names(cfg.kind);
+    let layer_norm = cfg.kind == TowerKind::Qwen3Vl;
+    let norm = |v: &mut Vec<(String, Vec<usize>)>, name: String, width: usize| {
+        v.push((format!("{name}.weight"), vec![width]));
+        if layer_norm {
+            v.push((format!("{name}.bias"), vec![width]));
+        }
+    };
+    let linear = |v: &mut Vec<(String, Vec<usize>)>, name: String, out: usize, inp: usize| {
+        v.push((format!("{name}.weight"), vec![out, inp]));
+        v.push((format!("{name}.bias"), vec![out]));
+    };
     let mut v = vec![(
         "patch_embed.proj.weight".to_string(),
         vec![
@@ -91,33 +163,41 @@ pub fn expected_tensors(cfg: &VisionConfig) -> Vec<(String, Vec<usize>)> {
             cfg.patch_size,
         ],
     )];
+    if cfg.kind == TowerKind::Qwen3Vl {
+        v.push(("patch_embed.proj.bias".to_string(), vec![h]));
+        v.push((
+            "pos_embed.weight".to_string(),
+            vec![cfg.num_position_embeddings, h],
+        ));
+    }
     for b in 0..cfg.depth {
         let p = |s: &str| format!("blocks.{b}.{s}");
-        v.extend([
-            (p("norm1.weight"), vec![h]),
-            (p("norm2.weight"), vec![h]),
-            (p("attn.qkv.weight"), vec![3 * h, h]),
-            (p("attn.qkv.bias"), vec![3 * h]),
-            (p("attn.proj.weight"), vec![h, h]),
-            (p("attn.proj.bias"), vec![h]),
-            (p("mlp.gate_proj.weight"), vec![i, h]),
-            (p("mlp.gate_proj.bias"), vec![i]),
-            (p("mlp.up_proj.weight"), vec![i, h]),
-            (p("mlp.up_proj.bias"), vec![i]),
-            (p("mlp.down_proj.weight"), vec![h, i]),
-            (p("mlp.down_proj.bias"), vec![h]),
-        ]);
+        norm(&mut v, p(n.norm1), h);
+        norm(&mut v, p(n.norm2), h);
+        linear(&mut v, p("attn.qkv"), 3 * h, h);
+        linear(&mut v, p("attn.proj"), h, h);
+        match n.mlp {
+            [gate, up, down] => {
+                linear(&mut v, p(gate), i, h);
+                linear(&mut v, p(up), i, h);
+                linear(&mut v, p(down), h, i);
+            }
+            [fc1, fc2] => {
+                linear(&mut v, p(fc1), i, h);
+                linear(&mut v, p(fc2), h, i);
+            }
+            _ => unreachable!("an MLP has two or three layers"),
+        }
     }
-    v.extend([
-        ("merger.ln_q.weight".to_string(), vec![h]),
-        ("merger.mlp.0.weight".to_string(), vec![m, m]),
-        ("merger.mlp.0.bias".to_string(), vec![m]),
-        (
-            "merger.mlp.2.weight".to_string(),
-            vec![cfg.out_hidden_size, m],
-        ),
-        ("merger.mlp.2.bias".to_string(), vec![cfg.out_hidden_size]),
-    ]);
+    norm(&mut v, n.merger_norm.to_string(), h);
+    linear(&mut v, n.merger_fc1.to_string(), m, m);
+    linear(&mut v, n.merger_fc2.to_string(), o, m);
+    for k in 0..cfg.deepstack_visual_indexes.len() {
+        let p = |s: &str| format!("deepstack_merger_list.{k}.{s}");
+        norm(&mut v, p("norm"), m);
+        linear(&mut v, p("linear_fc1"), m, m);
+        linear(&mut v, p("linear_fc2"), o, m);
+    }
     v
 }
 
@@ -133,9 +213,15 @@ pub fn num_params(cfg: &VisionConfig) -> usize {
 fn is_vision_key(name: &str) -> bool {
     PREFIXES.iter().any(|p| {
         name.strip_prefix(p).is_some_and(|rest| {
-            ["patch_embed.", "blocks.", "merger."]
-                .iter()
-                .any(|s| rest.starts_with(s))
+            [
+                "patch_embed.",
+                "pos_embed.",
+                "blocks.",
+                "merger.",
+                "deepstack_merger_list.",
+            ]
+            .iter()
+            .any(|s| rest.starts_with(s))
         })
     })
 }
@@ -340,38 +426,70 @@ impl VisionWeights {
             let shape = &expected[name];
             ck.read(&format!("{prefix}{name}"), shape, dtype)
         };
+        let linear = |name: &str| -> Result<LinearWeights> {
+            Ok(LinearWeights {
+                w: read(&format!("{name}.weight"))?,
+                b: read(&format!("{name}.bias"))?,
+            })
+        };
+        let layer_norm = cfg.kind == TowerKind::Qwen3Vl;
+        let norm = |name: &str| -> Result<NormWeights> {
+            Ok(NormWeights {
+                w: read(&format!("{name}.weight"))?,
+                b: layer_norm
+                    .then(|| read(&format!("{name}.bias")))
+                    .transpose()?,
+            })
+        };
+        let n = names(cfg.kind);
         let mut patch_embed = read("patch_embed.proj.weight")?;
         patch_embed.shape = vec![cfg.hidden_size, cfg.patch_dim()];
         let blocks = (0..cfg.depth)
             .map(|b| {
-                let r = |s: &str| read(&format!("blocks.{b}.{s}"));
+                let p = |s: &str| format!("blocks.{b}.{s}");
                 Ok(BlockWeights {
-                    norm1: r("norm1.weight")?,
-                    norm2: r("norm2.weight")?,
-                    qkv_w: r("attn.qkv.weight")?,
-                    qkv_b: r("attn.qkv.bias")?,
-                    proj_w: r("attn.proj.weight")?,
-                    proj_b: r("attn.proj.bias")?,
-                    gate_w: r("mlp.gate_proj.weight")?,
-                    gate_b: r("mlp.gate_proj.bias")?,
-                    up_w: r("mlp.up_proj.weight")?,
-                    up_b: r("mlp.up_proj.bias")?,
-                    down_w: r("mlp.down_proj.weight")?,
-                    down_b: r("mlp.down_proj.bias")?,
+                    norm1: norm(&p(n.norm1))?,
+                    norm2: norm(&p(n.norm2))?,
+                    qkv: linear(&p("attn.qkv"))?,
+                    proj: linear(&p("attn.proj"))?,
+                    mlp: match n.mlp {
+                        [gate, up, down] => MlpWeights::SwiGlu {
+                            gate: linear(&p(gate))?,
+                            up: linear(&p(up))?,
+                            down: linear(&p(down))?,
+                        },
+                        [fc1, fc2] => MlpWeights::Gelu {
+                            fc1: linear(&p(fc1))?,
+                            fc2: linear(&p(fc2))?,
+                        },
+                        _ => unreachable!("an MLP has two or three layers"),
+                    },
                 })
             })
             .collect::<Result<Vec<_>>>()?;
         let merger = MergerWeights {
-            ln_q: read("merger.ln_q.weight")?,
-            fc1_w: read("merger.mlp.0.weight")?,
-            fc1_b: read("merger.mlp.0.bias")?,
-            fc2_w: read("merger.mlp.2.weight")?,
-            fc2_b: read("merger.mlp.2.bias")?,
+            norm: norm(n.merger_norm)?,
+            fc1: linear(n.merger_fc1)?,
+            fc2: linear(n.merger_fc2)?,
         };
+        let deepstack = (0..cfg.deepstack_visual_indexes.len())
+            .map(|k| {
+                let p = |s: &str| format!("deepstack_merger_list.{k}.{s}");
+                Ok(MergerWeights {
+                    norm: norm(&p("norm"))?,
+                    fc1: linear(&p("linear_fc1"))?,
+                    fc2: linear(&p("linear_fc2"))?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let qwen3 = cfg.kind == TowerKind::Qwen3Vl;
         Ok(VisionWeights {
             patch_embed,
+            patch_bias: qwen3.then(|| read("patch_embed.proj.bias")).transpose()?,
+            pos_embed: qwen3.then(|| read("pos_embed.weight")).transpose()?,
             blocks,
             merger,
+            deepstack,
         })
     }
 }
@@ -382,5 +500,12 @@ mod tests {
     fn the_7b_tower_has_its_parameter_count() {
         let cfg = crate::init::Arch::Qwen25Vl7b.vision_config();
         assert_eq!(super::num_params(&cfg), 676_550_144);
+    }
+
+    #[test]
+    fn the_qwen3_vl_8b_tower_has_its_parameter_count() {
+        // Qwen3-VL-8B's vision tower: 576,388,336 parameters (transformers 5.17 on the meta device).
+        let cfg = crate::init::Arch::Qwen3Vl8b.vision_config();
+        assert_eq!(super::num_params(&cfg), 576_388_336);
     }
 }

@@ -66,6 +66,37 @@ fn cuda_matches_cpu() {
     }
 }
 
+/// The Qwen3-VL family's towers (head_dim 64 with deepstack, 72 without) on the GPU:
+/// parity with HF's goldens (the CPU tower's bounds), agreement with the CPU tower,
+/// batching and per-slice encoding.
+#[test]
+fn cuda_qwen3_parity_and_cpu_agreement() {
+    let Some(ctx) = gpu() else { return };
+    for name in ["qwen3_vl", "qwen3_5"] {
+        let dir = qwen3_dir(name);
+        for dtype in [DType::F32, DType::BF16] {
+            let tower = VisionTower::load_cuda(&dir, dtype, ctx.clone()).unwrap();
+            qwen3_golden_parity(&tower, name);
+            let grids = [[2, 8, 8], [1, 14, 10]];
+            let rows: usize = grids.iter().map(|g| g.iter().product::<usize>()).sum();
+            let pv = pixel_values(5, rows, 1536);
+            let cpu = VisionTower::load(&dir, dtype)
+                .unwrap()
+                .encode(&pv, &grids)
+                .unwrap();
+            let gpu = tower.encode(&pv, &grids).unwrap();
+            let err = rel_err(&gpu.data, &cpu.data);
+            let bound = if dtype == DType::F32 { 1e-5 } else { 2e-2 };
+            println!("{name} CUDA vs CPU, {dtype}: max rel {err:.3e} (bound {bound:.0e})");
+            assert!(err <= bound, "{name} {dtype}: {err:.3e}");
+            if dtype == DType::F32 {
+                assert_batch_equals_separate(&tower);
+                assert_slices_independent(&tower);
+            }
+        }
+    }
+}
+
 /// A device buffer too small for the grids is an error, not an out-of-bounds read.
 #[test]
 fn device_input_too_small_is_refused() {

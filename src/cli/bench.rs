@@ -619,7 +619,7 @@ fn encode(b: EncodeBench) -> anyhow::Result<()> {
             std::fs::create_dir_all(dir)?;
             let tensors = [crate::output::NamedTensor::f32(
                 "embeddings",
-                vec![plan.tokens, cfg.out_hidden_size],
+                vec![plan.tokens, cfg.output_width()],
                 &output,
             )];
             crate::output::write_safetensors(

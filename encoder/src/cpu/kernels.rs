@@ -164,6 +164,86 @@ pub(crate) fn gelu_erf<T: Elem>(y: &[f32], bias: &[f32]) -> Vec<T> {
     out
 }
 
+/// `nn.LayerNorm` (biased variance, weight and bias) of `T` rows, computed in f32 from
+/// the `T` values and rounded to `T` once, as torch's kernels do for 16-bit inputs:
+/// `y = (x · rstd − mean · rstd) · w + b`.
+pub(crate) fn layer_norm<T: Elem>(x: &[T], w: &[T], b: &[T], eps: f32) -> Vec<T> {
+    let h = w.len();
+    let w32: Vec<f32> = w.iter().map(|v| v.to_f32()).collect();
+    let b32: Vec<f32> = b.iter().map(|v| v.to_f32()).collect();
+    let mut out = vec![T::from_f32(0.0); x.len()];
+    out.par_chunks_mut(ROW_CHUNK * h)
+        .zip(x.par_chunks(ROW_CHUNK * h))
+        .for_each(|(o, x)| {
+            for (o, x) in o.chunks_exact_mut(h).zip(x.chunks_exact(h)) {
+                let n = h as f64;
+                let mean = x.iter().map(|v| v.to_f32() as f64).sum::<f64>() / n;
+                let var = x
+                    .iter()
+                    .map(|v| (v.to_f32() as f64 - mean).powi(2))
+                    .sum::<f64>()
+                    / n;
+                let rstd = (1.0 / (var + eps as f64).sqrt()) as f32;
+                let shift = -(mean as f32) * rstd;
+                for (((o, x), &w), &b) in o.iter_mut().zip(x).zip(&w32).zip(&b32) {
+                    *o = T::from_f32((x.to_f32() * rstd + shift) * w + b);
+                }
+            }
+        });
+    out
+}
+
+/// `F.gelu(approximate="tanh")` of `T(y + bias)`, computed in f32 as torch's kernel
+/// does: `0.5·x·(1 + tanh(√2·(2/√π)·0.5·(x + 0.044715·x³)))`.
+pub(crate) fn gelu_tanh<T: Elem>(y: &[f32], bias: &[f32]) -> Vec<T> {
+    const BETA: f32 = std::f32::consts::SQRT_2 * std::f32::consts::FRAC_2_SQRT_PI * 0.5;
+    const KAPPA: f32 = 0.044715;
+    let w = bias.len();
+    let mut out = vec![T::from_f32(0.0); y.len()];
+    out.par_chunks_mut(ROW_CHUNK * w)
+        .zip(y.par_chunks(ROW_CHUNK * w))
+        .for_each(|(o, y)| {
+            for (o, y) in o.chunks_exact_mut(w).zip(y.chunks_exact(w)) {
+                for ((o, &y), &b) in o.iter_mut().zip(y).zip(bias) {
+                    let x = T::round(y + b);
+                    let inner = BETA * (x + KAPPA * (x * x * x));
+                    *o = T::from_f32(0.5 * x * (1.0 + inner.tanh()));
+                }
+            }
+        });
+    out
+}
+
+/// Adds the interpolated position table to `x` in place (Qwen3-VL):
+/// `x = T(x + T(((w0·t0 + w1·t1) + w2·t2) + w3·t3))`, the four table rows of each patch
+/// weighted and summed in f32 in that order (transformers: `(pos_embed(idx) ·
+/// weights).sum(1)`, then `.to(dtype)` and the add in the model dtype).
+pub(crate) fn pos_embed_add<T: Elem>(x: &mut [T], table: &[T], idx: &[u32], wts: &[f32]) {
+    let h = x.len() / (idx.len() / 4).max(1);
+    x.par_chunks_mut(ROW_CHUNK * h)
+        .zip(
+            idx.par_chunks(ROW_CHUNK * 4)
+                .zip(wts.par_chunks(ROW_CHUNK * 4)),
+        )
+        .for_each(|(x, (idx, wts))| {
+            for ((x, idx), wts) in x
+                .chunks_exact_mut(h)
+                .zip(idx.chunks_exact(4))
+                .zip(wts.chunks_exact(4))
+            {
+                let rows: [&[T]; 4] =
+                    std::array::from_fn(|k| &table[idx[k] as usize * h..(idx[k] as usize + 1) * h]);
+                for (c, x) in x.iter_mut().enumerate() {
+                    let mut p = wts[0] * rows[0][c].to_f32();
+                    for k in 1..4 {
+                        p += wts[k] * rows[k][c].to_f32();
+                    }
+                    *x = T::from_f32(x.to_f32() + T::round(p));
+                }
+            }
+        });
+}
+
 /// Gathers rows of a GEMM output with its bias, rounded to `T`, as f32:
 /// `out[j] = T(y[order[j]] + bias)`.
 pub(crate) fn gather_rows_bias<T: Elem>(y: &[f32], bias: &[f32], order: &[u32]) -> Vec<f32> {

@@ -1,4 +1,5 @@
-//! The CPU backend: the Qwen2.5-VL vision tower on candle-core tensors.
+//! The CPU backend: the vision towers (Qwen2.5-VL, the Qwen3-VL family) on candle-core
+//! tensors, built from the blocks their [`crate::config::TowerKind`] names.
 //!
 //! GEMMs (patch embedding, projections, MLP, merger) are candle matmuls; the ops around
 //! them are fused rayon kernels ([`kernels`]) that mirror transformers' dtype behaviour.
@@ -14,7 +15,9 @@ use crate::config::VisionConfig;
 use crate::dtype::{DType, Elem};
 use crate::error::{Error, Result};
 use crate::plan::Plan;
-use crate::weights::{HostData, HostTensor, VisionWeights};
+use crate::weights::{
+    HostData, HostTensor, LinearWeights, MergerWeights, MlpWeights, NormWeights, VisionWeights,
+};
 
 /// A linear layer: weight `[out, in]` in the model dtype, bias widened to f32 (exactly
 /// the model-dtype values).
@@ -44,26 +47,49 @@ fn widen<T: Elem>(t: &Tensor) -> Result<Tensor> {
     Ok(Tensor::from_vec(v, t.shape(), &Device::Cpu)?)
 }
 
+/// A norm: RMSNorm (Qwen2.5-VL) or LayerNorm with its bias (Qwen3-VL).
+enum Norm {
+    Rms(Tensor),
+    Layer(Tensor, Tensor),
+}
+
+enum Mlp {
+    /// gate_proj and up_proj stacked (`[2 * intermediate, hidden]`), then down_proj.
+    SwiGlu { gate_up: Linear, down: Linear },
+    /// linear_fc1, GELU-tanh, linear_fc2.
+    Gelu { fc1: Linear, fc2: Linear },
+}
+
 struct Block {
-    norm1: Tensor,
-    norm2: Tensor,
+    norm1: Norm,
+    norm2: Norm,
     qkv: Linear,
     proj: Linear,
-    /// gate_proj and up_proj stacked: `[2 * intermediate, hidden]`.
-    gate_up: Linear,
-    down: Linear,
+    mlp: Mlp,
     full_attention: bool,
+}
+
+/// A patch merger: norm (per patch, or over the merged row when `postshuffle`),
+/// merge_unit rows → one, Linear, exact GELU, Linear.
+struct Merger {
+    norm: Norm,
+    postshuffle: bool,
+    fc1: Linear,
+    fc2: Linear,
 }
 
 /// The vision tower on the CPU.
 pub(crate) struct CpuTower {
     cfg: VisionConfig,
     dtype: DType,
+    /// Its bias is empty for towers without one.
     patch_embed: Linear,
+    /// The learned position table (Qwen3-VL).
+    pos_embed: Option<Tensor>,
     blocks: Vec<Block>,
-    ln_q: Tensor,
-    fc1: Linear,
-    fc2: Linear,
+    merger: Merger,
+    /// `(block, merger)`: a deepstack merger taps the hidden states after that block.
+    deepstack: Vec<(usize, Merger)>,
 }
 
 fn tensor(t: HostTensor) -> Result<Tensor> {
@@ -83,10 +109,26 @@ fn widen_host(t: HostTensor) -> Vec<f32> {
     }
 }
 
-fn linear(w: HostTensor, b: HostTensor) -> Result<Linear> {
+fn linear(l: LinearWeights) -> Result<Linear> {
     Ok(Linear {
-        w: tensor(w)?,
-        b: widen_host(b),
+        w: tensor(l.w)?,
+        b: widen_host(l.b),
+    })
+}
+
+fn norm(n: NormWeights) -> Result<Norm> {
+    Ok(match n.b {
+        Some(b) => Norm::Layer(tensor(n.w)?, tensor(b)?),
+        None => Norm::Rms(tensor(n.w)?),
+    })
+}
+
+fn merger(m: MergerWeights, postshuffle: bool) -> Result<Merger> {
+    Ok(Merger {
+        norm: norm(m.norm)?,
+        postshuffle,
+        fc1: linear(m.fc1)?,
+        fc2: linear(m.fc2)?,
     })
 }
 
@@ -105,6 +147,46 @@ fn with_slice<T: Elem, R>(t: &Tensor, f: impl FnOnce(&[T]) -> R) -> Result<R> {
     Ok(f(&data[a..b]))
 }
 
+impl Norm {
+    /// The norm of every `width`-wide row of `x` (`T` values) in `T`.
+    fn apply<T: Elem>(&self, x: &Tensor, eps: f32) -> Result<Tensor> {
+        let y = with_slice::<T, _>(x, |xs| match self {
+            Norm::Rms(w) => with_slice::<T, _>(w, |ws| kernels::rms_norm(xs, ws, eps)),
+            Norm::Layer(w, b) => with_slice::<T, _>(w, |ws| {
+                with_slice::<T, _>(b, |bs| kernels::layer_norm(xs, ws, bs, eps))
+            })?,
+        })??;
+        Ok(Tensor::from_vec(y, x.shape(), &Device::Cpu)?)
+    }
+}
+
+impl Merger {
+    /// The merged embeddings of `x` (`[patches, hidden]` in window order): f32 rows,
+    /// rounded to `T`, gathered into input order by `reverse`.
+    fn forward<T: Elem>(
+        &self,
+        x: &Tensor,
+        tokens: usize,
+        eps: f32,
+        reverse: &[u32],
+    ) -> Result<Vec<f32>> {
+        let wide = x.dims()[1] * (x.dims()[0] / tokens.max(1));
+        let h = if self.postshuffle {
+            self.norm.apply::<T>(&x.reshape((tokens, wide))?, eps)?
+        } else {
+            self.norm.apply::<T>(x, eps)?.reshape((tokens, wide))?
+        };
+        let y = self.fc1.matmul::<T>(&h)?;
+        let g = with_slice::<f32, _>(&y, |y| kernels::gelu_erf::<T>(y, &self.fc1.b))?;
+        let y = self
+            .fc2
+            .matmul::<T>(&Tensor::from_vec(g, (tokens, wide), &Device::Cpu)?)?;
+        with_slice::<f32, _>(&y, |y| {
+            kernels::gather_rows_bias::<T>(y, &self.fc2.b, reverse)
+        })
+    }
+}
+
 impl CpuTower {
     pub(crate) fn new(cfg: VisionConfig, dtype: DType, w: VisionWeights) -> Result<Self> {
         let blocks = w
@@ -112,39 +194,55 @@ impl CpuTower {
             .into_iter()
             .enumerate()
             .map(|(i, b)| {
-                let gate_up_w = Tensor::cat(&[tensor(b.gate_w)?, tensor(b.up_w)?], 0)?;
-                let mut gate_up_b = widen_host(b.gate_b);
-                gate_up_b.extend(widen_host(b.up_b));
-                Ok(Block {
-                    norm1: tensor(b.norm1)?,
-                    norm2: tensor(b.norm2)?,
-                    qkv: linear(b.qkv_w, b.qkv_b)?,
-                    proj: linear(b.proj_w, b.proj_b)?,
-                    gate_up: Linear {
-                        w: gate_up_w,
-                        b: gate_up_b,
+                let mlp = match b.mlp {
+                    MlpWeights::SwiGlu { gate, up, down } => {
+                        let w = Tensor::cat(&[tensor(gate.w)?, tensor(up.w)?], 0)?;
+                        let mut b = widen_host(gate.b);
+                        b.extend(widen_host(up.b));
+                        Mlp::SwiGlu {
+                            gate_up: Linear { w, b },
+                            down: linear(down)?,
+                        }
+                    }
+                    MlpWeights::Gelu { fc1, fc2 } => Mlp::Gelu {
+                        fc1: linear(fc1)?,
+                        fc2: linear(fc2)?,
                     },
-                    down: linear(b.down_w, b.down_b)?,
+                };
+                Ok(Block {
+                    norm1: norm(b.norm1)?,
+                    norm2: norm(b.norm2)?,
+                    qkv: linear(b.qkv)?,
+                    proj: linear(b.proj)?,
+                    mlp,
                     full_attention: cfg.is_full_attention(i),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        let deepstack = cfg
+            .deepstack_visual_indexes
+            .iter()
+            .copied()
+            .zip(w.deepstack)
+            .map(|(block, m)| Ok((block, merger(m, true)?)))
+            .collect::<Result<Vec<_>>>()?;
         Ok(CpuTower {
             patch_embed: Linear {
                 w: tensor(w.patch_embed)?,
-                b: Vec::new(),
+                b: w.patch_bias.map(widen_host).unwrap_or_default(),
             },
+            pos_embed: w.pos_embed.map(tensor).transpose()?,
             blocks,
-            ln_q: tensor(w.merger.ln_q)?,
-            fc1: linear(w.merger.fc1_w, w.merger.fc1_b)?,
-            fc2: linear(w.merger.fc2_w, w.merger.fc2_b)?,
+            merger: merger(w.merger, false)?,
+            deepstack,
             cfg,
             dtype,
         })
     }
 
     /// Encodes `pixel_values` (`[plan.patches, patch_dim]`, input order) into
-    /// `[plan.tokens, out_hidden]` f32 rows in input order.
+    /// `[plan.tokens, output_width]` f32 rows in input order (the main embeddings, then
+    /// each deepstack feature).
     pub(crate) fn forward(&self, pixel_values: &[f32], plan: &Plan) -> Result<Vec<f32>> {
         match self.dtype {
             DType::F32 => self.forward_t::<f32>(pixel_values, plan),
@@ -156,18 +254,12 @@ impl CpuTower {
     fn forward_t<T: Elem>(&self, pixel_values: &[f32], plan: &Plan) -> Result<Vec<f32>> {
         let cfg = &self.cfg;
         let (hid, inter) = (cfg.hidden_size, cfg.intermediate_size);
-        let eps = cfg.rms_norm_eps as f32;
+        let eps = cfg.norm_eps as f32;
         let dev = Device::Cpu;
         let rope = plan.rope_table(cfg);
         let tensor = |v: Vec<T>, cols: usize| {
             let rows = v.len() / cols;
             Tensor::from_vec(v, (rows, cols), &dev)
-        };
-        let rms = |x: &Tensor, w: &Tensor| -> Result<Tensor> {
-            let y = with_slice::<T, _>(x, |xs| {
-                with_slice::<T, _>(w, |ws| kernels::rms_norm(xs, ws, eps))
-            })??;
-            Ok(Tensor::from_vec(y, x.shape(), &dev)?)
         };
         // GEMM output (f32) + bias (+ residual) → T.
         let epilogue =
@@ -187,20 +279,28 @@ impl CpuTower {
         let x: Vec<T> = kernels::gather_rows(pixel_values, cfg.patch_dim(), &plan.patch_order());
         let x = tensor(x, cfg.patch_dim())?;
         let y = self.patch_embed.matmul::<T>(&x)?;
-        let mut x = if T::REEL_DTYPE == DType::F32 {
+        let mut x = if T::REEL_DTYPE == DType::F32 && self.patch_embed.b.is_empty() {
             y
         } else {
-            epilogue(&y, &[], None, hid)?
+            epilogue(&y, &self.patch_embed.b, None, hid)?
         };
+        if let Some(table) = &self.pos_embed {
+            let (idx, wts) = plan.position_taps(cfg);
+            let mut v = with_slice::<T, _>(&x, <[T]>::to_vec)?;
+            with_slice::<T, _>(table, |t| kernels::pos_embed_add(&mut v, t, &idx, &wts))?;
+            x = tensor(v, hid)?;
+        }
+        let reverse = plan.reverse_index();
+        let mut outputs = Vec::with_capacity(1 + self.deepstack.len());
 
         let mut scratch = kernels::AttentionScratch::default();
-        for blk in &self.blocks {
+        for (i, blk) in self.blocks.iter().enumerate() {
             let cu = if blk.full_attention {
                 &plan.cu_seqlens
             } else {
                 &plan.cu_window_seqlens
             };
-            let h = rms(&x, &blk.norm1)?;
+            let h = blk.norm1.apply::<T>(&x, eps)?;
             let y = blk.qkv.matmul::<T>(&h)?;
             let a = with_slice::<f32, _>(&y, |q| {
                 kernels::attention::<T>(
@@ -215,21 +315,46 @@ impl CpuTower {
             })?;
             let y = blk.proj.matmul::<T>(&tensor(a, hid)?)?;
             x = epilogue(&y, &blk.proj.b, Some(&x), hid)?;
-            let h = rms(&x, &blk.norm2)?;
-            let y = blk.gate_up.matmul::<T>(&h)?;
-            let m = with_slice::<f32, _>(&y, |y| kernels::silu_mul::<T>(y, &blk.gate_up.b, inter))?;
-            let y = blk.down.matmul::<T>(&tensor(m, inter)?)?;
-            x = epilogue(&y, &blk.down.b, Some(&x), hid)?;
+            let h = blk.norm2.apply::<T>(&x, eps)?;
+            let (m, down) = match &blk.mlp {
+                Mlp::SwiGlu { gate_up, down } => {
+                    let y = gate_up.matmul::<T>(&h)?;
+                    let m =
+                        with_slice::<f32, _>(&y, |y| kernels::silu_mul::<T>(y, &gate_up.b, inter))?;
+                    (m, down)
+                }
+                Mlp::Gelu { fc1, fc2 } => {
+                    let y = fc1.matmul::<T>(&h)?;
+                    (
+                        with_slice::<f32, _>(&y, |y| kernels::gelu_tanh::<T>(y, &fc1.b))?,
+                        fc2,
+                    )
+                }
+            };
+            let y = down.matmul::<T>(&tensor(m, inter)?)?;
+            x = epilogue(&y, &down.b, Some(&x), hid)?;
+            for (_, m) in self.deepstack.iter().filter(|(b, _)| *b == i) {
+                outputs.push(m.forward::<T>(&x, plan.tokens, eps, &reverse)?);
+            }
         }
 
-        // Merger: RMSNorm, merge_unit consecutive rows → one, Linear, GELU, Linear.
-        let wide = hid * cfg.merge_unit();
-        let h = rms(&x, &self.ln_q)?.reshape((plan.tokens, wide))?;
-        let y = self.fc1.matmul::<T>(&h)?;
-        let g = with_slice::<f32, _>(&y, |y| kernels::gelu_erf::<T>(y, &self.fc1.b))?;
-        let y = self.fc2.matmul::<T>(&tensor(g, wide)?)?;
-        // Bias, rounding to T, and back to input order (argsort of the window index).
-        let rev = plan.reverse_index();
-        with_slice::<f32, _>(&y, |y| kernels::gather_rows_bias::<T>(y, &self.fc2.b, &rev))
+        // The main merger's output first, then the deepstack features: packed per row.
+        outputs.insert(0, self.merger.forward::<T>(&x, plan.tokens, eps, &reverse)?);
+        Ok(pack_rows(&outputs, plan.tokens))
     }
+}
+
+/// Rows of several `[tokens, width]` outputs side by side: `[tokens, Σ width]`.
+fn pack_rows(parts: &[Vec<f32>], tokens: usize) -> Vec<f32> {
+    if let [only] = parts {
+        return only.clone();
+    }
+    let widths: Vec<usize> = parts.iter().map(|p| p.len() / tokens.max(1)).collect();
+    let mut out = Vec::with_capacity(parts.iter().map(Vec::len).sum());
+    for t in 0..tokens {
+        for (p, &w) in parts.iter().zip(&widths) {
+            out.extend_from_slice(&p[t * w..(t + 1) * w]);
+        }
+    }
+    out
 }

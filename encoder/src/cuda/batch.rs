@@ -322,7 +322,7 @@ impl Request {
         Ok(DeviceEmbeddings {
             buffer,
             rows: self.tokens,
-            hidden: tower.config().out_hidden_size,
+            hidden: tower.config().output_width(),
             dtype: tower.dtype(),
         })
     }

@@ -1,9 +1,11 @@
-//! The CUDA backend of the Qwen2.5-VL vision tower: cuBLASLt GEMMs (bf16 with fp32
-//! accumulation, or exact f32) and reel's NVRTC kernels (kernels/vision.cu): fused
-//! residual-add + RMSNorm, 2D RoPE, SiLU-gate, exact-erf GELU, row gathers for the window
+//! The CUDA backend of the vision towers (Qwen2.5-VL, the Qwen3-VL family): cuBLASLt
+//! GEMMs (bf16 with fp32 accumulation, or exact f32) and reel's NVRTC kernels
+//! (kernels/vision.cu): fused residual-add + RMSNorm or LayerNorm, 2D RoPE, SiLU-gate,
+//! GELU (tanh and exact erf), the interpolated position table, row gathers for the window
 //! permutation, and variable-length attention over `cu_seqlens` for both the windows and
-//! the per-slice full-attention blocks. One forward is a fixed sequence of launches on one
-//! stream: no host loop over windows, no host synchronization until the result is read.
+//! the per-slice full-attention blocks, for head sizes 32, 64, 72, 80 and 128. One forward
+//! is a fixed sequence of launches on one stream: no host loop over windows, no host
+//! synchronization until the result is read.
 
 mod batch;
 mod gemm;
@@ -25,7 +27,9 @@ use crate::config::VisionConfig;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::plan::Plan;
-use crate::weights::{HostData, HostTensor, VisionWeights};
+use crate::weights::{
+    HostData, HostTensor, LinearWeights, MergerWeights, MlpWeights, NormWeights, VisionWeights,
+};
 use gemm::{Elem, Gemm, Layer};
 
 fn cuda<E: std::fmt::Display + 'static>(e: E) -> Error {
@@ -74,14 +78,42 @@ struct Linear {
     inp: usize,
 }
 
+/// A norm: RMSNorm (Qwen2.5-VL) or LayerNorm with its bias (Qwen3-VL).
+enum Norm {
+    Rms(Buf),
+    Layer(Buf, Buf),
+}
+
+enum Mlp {
+    /// gate_proj and up_proj stacked, then down_proj (intermediate padded).
+    SwiGlu { gate_up: Linear, down: Linear },
+    /// linear_fc1, GELU-tanh, linear_fc2 (intermediate padded).
+    Gelu { fc1: Linear, fc2: Linear },
+}
+
+impl Mlp {
+    /// The (padded) intermediate width.
+    fn inter(&self) -> usize {
+        match self {
+            Mlp::SwiGlu { down, .. } | Mlp::Gelu { fc2: down, .. } => down.inp,
+        }
+    }
+}
+
 struct Block {
-    norm1: Buf,
-    norm2: Buf,
+    norm1: Norm,
+    norm2: Norm,
     qkv: Linear,
     proj: Linear,
-    gate_up: Linear,
-    down: Linear,
+    mlp: Mlp,
     full_attention: bool,
+}
+
+/// A patch merger: norm, merge_unit rows → one, Linear, exact GELU, Linear.
+struct Merger {
+    norm: Norm,
+    fc1: Linear,
+    fc2: Linear,
 }
 
 struct Kernels {
@@ -92,6 +124,12 @@ struct Kernels {
     rope: CudaFunction,
     silu_mul: CudaFunction,
     gelu: CudaFunction,
+    add_layernorm: CudaFunction,
+    layernorm: CudaFunction,
+    add_round: CudaFunction,
+    gelu_tanh: CudaFunction,
+    pos_embed_add: CudaFunction,
+    pack_columns: CudaFunction,
     attention: CudaFunction,
     /// Threads per attention block: 4 warps of 16 queries (tensor cores) or one per query.
     attention_threads: u32,
@@ -211,11 +249,14 @@ pub(crate) struct CudaTower {
     stream: Arc<CudaStream>,
     gemm: Gemm,
     k: Kernels,
+    /// Its bias is `None` for towers without one.
     patch_embed: Linear,
+    /// The learned position table (Qwen3-VL).
+    pos_embed: Option<Buf>,
     blocks: Vec<Block>,
-    ln_q: Buf,
-    fc1: Linear,
-    fc2: Linear,
+    merger: Merger,
+    /// `(block, merger)`: a deepstack merger taps the hidden states after that block.
+    deepstack: Vec<(usize, Merger)>,
     /// One forward at a time: they share the stream and the GEMM plans.
     busy: Mutex<()>,
     /// Seconds per operation over all forwards, when profiling is on.
@@ -268,13 +309,11 @@ impl CudaTower {
         };
         // bf16 attention runs on tensor cores; f32 on CUDA cores (exact f32 products).
         let attention = match (cfg.head_dim(), dtype) {
-            (80, DType::BF16) => "attention_tc80",
-            (32, DType::BF16) => "attention_tc32",
-            (80, _) => "attention80",
-            (32, _) => "attention32",
+            (d @ (32 | 64 | 72 | 80 | 128), DType::BF16) => format!("attention_tc{d}"),
+            (d @ (32 | 64 | 72 | 80 | 128), _) => format!("attention{d}"),
             (d, _) => {
                 return Err(Error::Cuda(format!(
-                    "no CUDA attention kernel for head_dim {d} (80 and 32 are built)"
+                    "no CUDA attention kernel for head_dim {d} (32, 64, 72, 80 and 128 are built)"
                 )))
             }
         };
@@ -299,6 +338,12 @@ impl CudaTower {
             rope: f(format!("rope_qk_{suffix}"))?,
             silu_mul: f(format!("silu_mul_{suffix}"))?,
             gelu: f(format!("gelu_erf_{suffix}"))?,
+            add_layernorm: f(format!("add_layernorm_{suffix}"))?,
+            layernorm: f(format!("layernorm_{suffix}"))?,
+            add_round: f(format!("add_round_{suffix}"))?,
+            gelu_tanh: f(format!("gelu_tanh_{suffix}"))?,
+            pos_embed_add: f(format!("pos_embed_add_{suffix}"))?,
+            pack_columns: f(format!("pack_columns_{suffix}"))?,
             attention: f(format!("{attention}_{suffix}"))?,
             attention_threads: if dtype == DType::BF16 {
                 128
@@ -317,10 +362,11 @@ impl CudaTower {
                 b: b.map(up).transpose()?,
             })
         };
-        // The MLP's intermediate width padded to a multiple of INTER_ALIGN (3420 → 3456 in
-        // the released towers) with zero gate/up rows and zero down columns: silu(0)·0 = 0
-        // and zero columns add exact zeros, so results are unchanged, while every GEMM row
-        // stays 16-byte aligned (cuBLASLt's fast tensor-core kernels need it).
+        // The MLP's intermediate width padded to a multiple of INTER_ALIGN (3420 → 3456,
+        // 4304 → 4352 in the released towers) with zero gate/up/fc1 rows and zero
+        // down/fc2 columns: silu(0)·0 = gelu(0) = 0 and zero columns add exact zeros, so
+        // results are unchanged, while every GEMM row stays 16-byte aligned (cuBLASLt's fast
+        // tensor-core kernels need it).
         let padded = |inter: usize| inter.next_multiple_of(INTER_ALIGN);
         let es = dtype.size_in_bytes();
         let pad_rows = |t: &HostTensor, rows: usize| -> Vec<u8> {
@@ -329,33 +375,47 @@ impl CudaTower {
             bytes.resize(rows * row, 0);
             bytes
         };
-        let gate_up = |b: &crate::weights::BlockWeights| -> Result<Linear> {
-            let (inter, inp) = (b.gate_w.shape[0], b.gate_w.shape[1]);
-            let p = padded(inter);
-            let mut w = pad_rows(&b.gate_w, p);
-            w.extend(pad_rows(&b.up_w, p));
-            let mut bias = pad_rows(&b.gate_b, p);
-            bias.extend(pad_rows(&b.up_b, p));
+        // Rows `[out, inp]` zero-padded to `rows` rows (weights) or elements (biases).
+        let padded_rows = |ts: &[&LinearWeights], rows: usize| -> Result<Linear> {
+            let (mut w, mut b) = (Vec::new(), Vec::new());
+            for t in ts {
+                w.extend(pad_rows(&t.w, rows));
+                b.extend(pad_rows(&t.b, rows));
+            }
             Ok(Linear {
                 w: Buf(stream.clone_htod(&w).map_err(cuda)?),
-                b: Some(Buf(stream.clone_htod(&bias).map_err(cuda)?)),
-                out: 2 * p,
-                inp,
+                b: Some(Buf(stream.clone_htod(&b).map_err(cuda)?)),
+                out: ts.len() * rows,
+                inp: ts[0].w.shape[1],
             })
         };
-        let down = |b: &crate::weights::BlockWeights| -> Result<Linear> {
-            let (out, inter) = (b.down_w.shape[0], b.down_w.shape[1]);
+        // `[out, inter]` with zero columns up to the padded width.
+        let padded_cols = |t: &LinearWeights| -> Result<Linear> {
+            let (out, inter) = (t.w.shape[0], t.w.shape[1]);
             let p = padded(inter);
-            let src = host_bytes(&b.down_w);
+            let src = host_bytes(&t.w);
             let mut w = vec![0u8; out * p * es];
             for (dst, row) in w.chunks_exact_mut(p * es).zip(src.chunks_exact(inter * es)) {
                 dst[..row.len()].copy_from_slice(row);
             }
             Ok(Linear {
                 w: Buf(stream.clone_htod(&w).map_err(cuda)?),
-                b: Some(up(&b.down_b)?),
+                b: Some(up(&t.b)?),
                 out,
                 inp: p,
+            })
+        };
+        let norm = |n: &NormWeights| -> Result<Norm> {
+            Ok(match &n.b {
+                Some(b) => Norm::Layer(up(&n.w)?, up(b)?),
+                None => Norm::Rms(up(&n.w)?),
+            })
+        };
+        let merger = |m: &MergerWeights| -> Result<Merger> {
+            Ok(Merger {
+                norm: norm(&m.norm)?,
+                fc1: linear(&m.fc1.w, Some(&m.fc1.b))?,
+                fc2: linear(&m.fc2.w, Some(&m.fc2.b))?,
             })
         };
         let blocks = w
@@ -363,23 +423,38 @@ impl CudaTower {
             .iter()
             .enumerate()
             .map(|(i, b)| {
+                let mlp = match &b.mlp {
+                    MlpWeights::SwiGlu { gate, up, down } => Mlp::SwiGlu {
+                        gate_up: padded_rows(&[gate, up], padded(gate.w.shape[0]))?,
+                        down: padded_cols(down)?,
+                    },
+                    MlpWeights::Gelu { fc1, fc2 } => Mlp::Gelu {
+                        fc1: padded_rows(&[fc1], padded(fc1.w.shape[0]))?,
+                        fc2: padded_cols(fc2)?,
+                    },
+                };
                 Ok(Block {
-                    norm1: up(&b.norm1)?,
-                    norm2: up(&b.norm2)?,
-                    qkv: linear(&b.qkv_w, Some(&b.qkv_b))?,
-                    proj: linear(&b.proj_w, Some(&b.proj_b))?,
-                    gate_up: gate_up(b)?,
-                    down: down(b)?,
+                    norm1: norm(&b.norm1)?,
+                    norm2: norm(&b.norm2)?,
+                    qkv: linear(&b.qkv.w, Some(&b.qkv.b))?,
+                    proj: linear(&b.proj.w, Some(&b.proj.b))?,
+                    mlp,
                     full_attention: cfg.is_full_attention(i),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
+        let deepstack = cfg
+            .deepstack_visual_indexes
+            .iter()
+            .zip(&w.deepstack)
+            .map(|(&block, m)| Ok((block, merger(m)?)))
+            .collect::<Result<Vec<_>>>()?;
         let tower = Self {
             gemm: Gemm::new(stream.clone())?,
-            patch_embed: linear(&w.patch_embed, None)?,
-            ln_q: up(&w.merger.ln_q)?,
-            fc1: linear(&w.merger.fc1_w, Some(&w.merger.fc1_b))?,
-            fc2: linear(&w.merger.fc2_w, Some(&w.merger.fc2_b))?,
+            patch_embed: linear(&w.patch_embed, w.patch_bias.as_ref())?,
+            pos_embed: w.pos_embed.as_ref().map(up).transpose()?,
+            merger: merger(&w.merger)?,
+            deepstack,
             blocks,
             k,
             stream,
@@ -419,14 +494,27 @@ impl CudaTower {
         let (n, es) = (patches as u64, self.esize() as u64);
         let tokens = n / cfg.merge_unit() as u64;
         let hid = cfg.hidden_size as u64;
-        let inter = self.blocks.first().map_or(0, |b| b.gate_up.out as u64 / 2);
+        let inter = self.blocks.first().map_or(0, |b| b.mlp.inter() as u64);
         let chunk = n.min(MLP_ROWS as u64);
         let wide = hid * cfg.merge_unit() as u64;
-        let out = cfg.out_hidden_size as u64;
+        let (out, width) = (cfg.out_hidden_size as u64, cfg.output_width() as u64);
         let patch_dim = cfg.patch_dim() as u64;
-        let activations =
-            es * (n * patch_dim + 7 * n * hid + 3 * chunk * inter + tokens * (wide + 2 * out));
-        let tables = 4 * (n + tokens + n * cfg.head_dim() as u64) + 24 * (n / ATT_TILE as u64 + 2);
+        // The deepstack input copy (n·hid) only with deepstack mergers.
+        let deepstack = if self.deepstack.is_empty() {
+            0
+        } else {
+            n * hid
+        };
+        let activations = es
+            * (n * patch_dim
+                + 7 * n * hid
+                + deepstack
+                + 3 * chunk * inter
+                + tokens * (2 * wide + out + width));
+        // Plan tables: orders, rope (f32), tiles, position taps (4 × (u32 + f32) per patch).
+        let taps = if self.pos_embed.is_some() { 32 * n } else { 0 };
+        let tables =
+            4 * (n + tokens + n * cfg.head_dim() as u64) + 24 * (n / ATT_TILE as u64 + 2) + taps;
         let staging = 4 * n * patch_dim;
         const ALLOCATIONS: u64 = 20;
         activations + tables + staging + ALLOCATIONS * (2 << 20)
@@ -446,9 +534,9 @@ impl CudaTower {
         lo
     }
 
-    /// A zeroed output buffer of `tokens` rows in the model dtype.
+    /// A zeroed output buffer of `tokens` rows (of the output width) in the model dtype.
     pub(crate) fn alloc_output(&self, tokens: usize) -> Result<CudaSlice<u8>> {
-        let bytes = tokens.max(1) * self.cfg.out_hidden_size * self.esize();
+        let bytes = tokens.max(1) * self.cfg.output_width() * self.esize();
         let buffer = self.stream.alloc_zeros::<u8>(bytes).map_err(cuda)?;
         self.stream.synchronize().map_err(cuda)?;
         Ok(buffer)
@@ -474,25 +562,93 @@ impl CudaTower {
         }
     }
 
-    fn rmsnorm(&self, x: u64, delta: Option<u64>, w: &Buf, out: u64, rows: usize) -> Result<()> {
-        let (cols, eps) = (self.cfg.hidden_size as i32, self.cfg.rms_norm_eps as f32);
+    /// `x += delta` (the f32 residual stream, when a delta is pending), then
+    /// `out = norm(x)` per row of `hidden_size`.
+    fn add_norm(
+        &self,
+        x: u64,
+        delta: Option<u64>,
+        norm: &Norm,
+        out: u64,
+        rows: usize,
+    ) -> Result<()> {
+        let (cols, eps) = (self.cfg.hidden_size as i32, self.cfg.norm_eps as f32);
         let delta = delta.unwrap_or(0);
-        let wp = w.ptr(&self.stream);
-        let cfg = LaunchConfig {
+        let cfg = Self::rows(rows);
+        match norm {
+            Norm::Rms(w) => {
+                let wp = w.ptr(&self.stream);
+                launch!(
+                    self,
+                    &self.k.add_rmsnorm,
+                    cfg,
+                    &x,
+                    &delta,
+                    &wp,
+                    &out,
+                    &cols,
+                    &eps
+                )
+            }
+            Norm::Layer(w, b) => {
+                let (wp, bp) = (w.ptr(&self.stream), b.ptr(&self.stream));
+                launch!(
+                    self,
+                    &self.k.add_layernorm,
+                    cfg,
+                    &x,
+                    &delta,
+                    &wp,
+                    &bp,
+                    &out,
+                    &cols,
+                    &eps
+                )
+            }
+        }
+    }
+
+    /// One block of 256 threads per row.
+    fn rows(rows: usize) -> LaunchConfig {
+        LaunchConfig {
             grid_dim: (rows as u32, 1, 1),
             block_dim: (256, 1, 1),
             shared_mem_bytes: 0,
-        };
+        }
+    }
+
+    /// A merger's MLP over its normalized input (`normed`: `[tokens, wide]` T rows; the
+    /// caller applies the merger's norm): fc1 into `f1` (`[tokens, wide]`), exact GELU,
+    /// fc2 into `f2` (`[tokens, out_hidden]`).
+    fn merger_mlp(&self, m: &Merger, normed: u64, tokens: usize, f1: u64, f2: u64) -> Result<()> {
+        let wide = self.cfg.hidden_size * self.cfg.merge_unit();
+        self.linear(&m.fc1, normed, f1, tokens)?;
+        let len = (tokens * wide) as i64;
         launch!(
             self,
-            &self.k.add_rmsnorm,
-            cfg,
-            &x,
-            &delta,
-            &wp,
-            &out,
-            &cols,
-            &eps
+            &self.k.gelu,
+            Self::grid_stride(tokens * wide),
+            &f1,
+            &len
+        )?;
+        self.linear(&m.fc2, f1, f2, tokens)
+    }
+
+    /// Copies `[rows, out_hidden]` into column block `block` of the packed output.
+    fn pack(&self, src: u64, dst: u64, rows: usize, block: usize) -> Result<()> {
+        let out = self.cfg.out_hidden_size;
+        let (rows_i, cols_i) = (rows as i64, out as i32);
+        let (stride_i, offset_i) = (self.cfg.output_width() as i32, (block * out) as i32);
+        launch!(
+            self,
+            &self.k.pack_columns,
+            Self::grid_stride(rows * out),
+            &src,
+            &dst,
+            &rows_i,
+            &cols_i,
+            &stride_i,
+            &offset_i
         )
     }
 
@@ -570,7 +726,7 @@ impl CudaTower {
         s.context().bind_to_thread().map_err(cuda)?;
         let n = plan.patches;
         let (hid, heads, hd) = (cfg.hidden_size, cfg.num_heads, cfg.head_dim());
-        let inter = self.blocks.first().map_or(0, |b| b.gate_up.out / 2);
+        let inter = self.blocks.first().map_or(0, |b| b.mlp.inter());
         let es = self.esize() as u64;
         let mut marks = Marks {
             stream: s,
@@ -599,6 +755,16 @@ impl CudaTower {
         let (sin_p, _s) = sin.device_ptr(s);
         let (wt_p, _wt) = window_tiles_d.device_ptr(s);
         let (ft_p, _ft) = full_tiles_d.device_ptr(s);
+        let taps = match self.pos_embed {
+            Some(_) => {
+                let (idx, wts) = plan.position_taps(cfg);
+                Some((
+                    s.clone_htod(&idx).map_err(cuda)?,
+                    s.clone_htod(&wts).map_err(cuda)?,
+                ))
+            }
+            None => None,
+        };
 
         // Activations.
         let patch_dim = cfg.patch_dim();
@@ -613,6 +779,18 @@ impl CudaTower {
         let chunk = MLP_ROWS.min(n);
         let gu = self.alloc(chunk * 2 * inter)?;
         let act = self.alloc(chunk * inter)?;
+        let tokens = plan.tokens;
+        let wide = hid * plan.merge_unit;
+        let out_hidden = cfg.out_hidden_size;
+        let width = cfg.output_width();
+        let out = self.alloc(tokens * width)?;
+        let f1 = self.alloc(tokens * wide)?;
+        let f2 = self.alloc(tokens * out_hidden)?;
+        // The hidden states after a deepstack block, and their normed merged rows.
+        let tapped = (!self.deepstack.is_empty())
+            .then(|| self.alloc(n * hid))
+            .transpose()?;
+        let (out_p, f1_p, f2_p) = (out.ptr(s), f1.ptr(s), f2.ptr(s));
         let (input_p, x_p, h_p, qkv_p, attn_p, delta_p, gu_p, act_p) = (
             input.ptr(s),
             x.ptr(s),
@@ -644,14 +822,31 @@ impl CudaTower {
         marks.mark("gather")?;
         self.linear(&self.patch_embed, input_p, delta_p, n)?;
         marks.mark("patch_embed")?;
+        if let (Some(table), Some((idx, wts))) = (&self.pos_embed, &taps) {
+            let (table_p, (idx_p, _i), (wts_p, _w)) =
+                (table.ptr(s), idx.device_ptr(s), wts.device_ptr(s));
+            let (rows_i, cols_i) = (n as i64, hid as i32);
+            launch!(
+                self,
+                &self.k.pos_embed_add,
+                Self::grid_stride(n * hid),
+                &delta_p,
+                &table_p,
+                &idx_p,
+                &wts_p,
+                &rows_i,
+                &cols_i
+            )?;
+            marks.mark("pos_embed")?;
+        }
 
         let scale = 1.0f32 / (hd as f32).sqrt();
         let (heads_i, hd_i) = (heads as i32, hd as i32);
         let mut pending_delta = Some(delta_p);
-        for blk in &self.blocks {
+        for (i, blk) in self.blocks.iter().enumerate() {
             // x += previous MLP output (the patch embedding, first); h = norm1(x)
-            self.rmsnorm(x_p, pending_delta, &blk.norm1, h_p, n)?;
-            marks.mark("rmsnorm")?;
+            self.add_norm(x_p, pending_delta, &blk.norm1, h_p, n)?;
+            marks.mark("norm")?;
             self.linear(&blk.qkv, h_p, qkv_p, n)?;
             marks.mark("qkv")?;
             launch!(
@@ -693,69 +888,111 @@ impl CudaTower {
             self.linear(&blk.proj, attn_p, delta_p, n)?;
             marks.mark("proj")?;
             // x += attention output; h = norm2(x)
-            self.rmsnorm(x_p, Some(delta_p), &blk.norm2, h_p, n)?;
-            marks.mark("rmsnorm")?;
+            self.add_norm(x_p, Some(delta_p), &blk.norm2, h_p, n)?;
+            marks.mark("norm")?;
             for start in (0..n).step_by(chunk) {
                 let rows = chunk.min(n - start);
                 let off = start as u64 * hid as u64 * es;
-                self.linear(&blk.gate_up, h_p + off, gu_p, rows)?;
-                marks.mark("gate_up")?;
-                let inter_i = inter as i32;
-                launch!(
-                    self,
-                    &self.k.silu_mul,
-                    LaunchConfig {
-                        grid_dim: ((inter / 2).div_ceil(256) as u32, rows as u32, 1),
-                        block_dim: (256, 1, 1),
-                        shared_mem_bytes: 0,
-                    },
-                    &gu_p,
-                    &act_p,
-                    &inter_i
-                )?;
-                marks.mark("silu_mul")?;
-                self.linear(&blk.down, act_p, delta_p + off, rows)?;
+                let down = match &blk.mlp {
+                    Mlp::SwiGlu { gate_up, down } => {
+                        self.linear(gate_up, h_p + off, gu_p, rows)?;
+                        marks.mark("gate_up")?;
+                        let inter_i = inter as i32;
+                        launch!(
+                            self,
+                            &self.k.silu_mul,
+                            LaunchConfig {
+                                grid_dim: ((inter / 2).div_ceil(256) as u32, rows as u32, 1),
+                                block_dim: (256, 1, 1),
+                                shared_mem_bytes: 0,
+                            },
+                            &gu_p,
+                            &act_p,
+                            &inter_i
+                        )?;
+                        marks.mark("silu_mul")?;
+                        down
+                    }
+                    Mlp::Gelu { fc1, fc2 } => {
+                        self.linear(fc1, h_p + off, act_p, rows)?;
+                        marks.mark("fc1")?;
+                        let len = (rows * inter) as i64;
+                        launch!(
+                            self,
+                            &self.k.gelu_tanh,
+                            Self::grid_stride(rows * inter),
+                            &act_p,
+                            &len
+                        )?;
+                        marks.mark("gelu_tanh")?;
+                        fc2
+                    }
+                };
+                self.linear(down, act_p, delta_p + off, rows)?;
                 marks.mark("down")?;
             }
             pending_delta = Some(delta_p);
+            for (k, (_, m)) in self
+                .deepstack
+                .iter()
+                .enumerate()
+                .filter(|(_, (b, _))| *b == i)
+            {
+                // x += the MLP output, kept as T rows; the merger normalizes 4 rows at once.
+                let tapped_p = tapped.as_ref().map_or(0, |t| t.ptr(s));
+                let len = (n * hid) as i64;
+                launch!(
+                    self,
+                    &self.k.add_round,
+                    Self::grid_stride(n * hid),
+                    &x_p,
+                    &delta_p,
+                    &tapped_p,
+                    &len
+                )?;
+                pending_delta = None;
+                let (cols_i, eps) = (wide as i32, cfg.norm_eps as f32);
+                let Norm::Layer(w, b) = &m.norm else {
+                    unreachable!("deepstack mergers are LayerNorm mergers")
+                };
+                let (wp, bp) = (w.ptr(s), b.ptr(s));
+                launch!(
+                    self,
+                    &self.k.layernorm,
+                    Self::rows(tokens),
+                    &tapped_p,
+                    &wp,
+                    &bp,
+                    &h_p,
+                    &cols_i,
+                    &eps
+                )?;
+                self.merger_mlp(m, h_p, tokens, f1_p, f2_p)?;
+                self.pack(f2_p, out_p, tokens, k + 1)?;
+                marks.mark("deepstack")?;
+            }
         }
-        // x += last MLP output; merger RMSNorm.
-        self.rmsnorm(x_p, pending_delta, &self.ln_q, h_p, n)?;
-        marks.mark("rmsnorm")?;
-        let tokens = plan.tokens;
-        let wide = hid * plan.merge_unit;
-        let f1 = self.alloc(tokens * wide)?;
-        let f1_p = f1.ptr(s);
-        self.linear(&self.fc1, h_p, f1_p, tokens)?;
+        // x += last MLP output; the merger's norm, fc1, GELU, fc2.
+        self.add_norm(x_p, pending_delta, &self.merger.norm, h_p, n)?;
+        marks.mark("norm")?;
+        self.merger_mlp(&self.merger, h_p, tokens, f1_p, f2_p)?;
         marks.mark("merger")?;
-        let len = (tokens * wide) as i64;
-        launch!(
-            self,
-            &self.k.gelu,
-            Self::grid_stride(tokens * wide),
-            &f1_p,
-            &len
-        )?;
-        marks.mark("merger")?;
-        let out_hidden = cfg.out_hidden_size;
-        let f2 = self.alloc(tokens * out_hidden)?;
-        let f2_p = f2.ptr(s);
-        self.linear(&self.fc2, f1_p, f2_p, tokens)?;
-        marks.mark("merger")?;
-        // Back to input order.
-        let out = self.alloc(tokens * out_hidden)?;
-        let out_p = out.ptr(s);
-        let (tok_i, oh_i) = (tokens as i64, out_hidden as i32);
-        launch!(
-            self,
-            &self.k.gather_out,
-            Self::grid_stride(tokens * out_hidden),
-            &f2_p,
-            &out_p,
-            &reverse_p,
-            &tok_i,
-            &oh_i
-        )?;
+        if cfg.windowed() {
+            // Back to input order.
+            let (tok_i, oh_i) = (tokens as i64, out_hidden as i32);
+            launch!(
+                self,
+                &self.k.gather_out,
+                Self::grid_stride(tokens * out_hidden),
+                &f2_p,
+                &out_p,
+                &reverse_p,
+                &tok_i,
+                &oh_i
+            )?;
+        } else {
+            self.pack(f2_p, out_p, tokens, 0)?;
+        }
         marks.mark("gather")?;
         s.synchronize().map_err(cuda)?;
         if let Some(totals) = marks.totals {
@@ -769,7 +1006,7 @@ impl CudaTower {
         Ok(DeviceEmbeddings {
             buffer: out.0,
             rows: tokens,
-            hidden: out_hidden,
+            hidden: width,
             dtype: self.dtype,
         })
     }

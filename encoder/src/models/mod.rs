@@ -8,6 +8,7 @@
 //! and [`crate::VisionTower`].
 
 pub mod qwen2_5_vl;
+pub mod qwen3_vl;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,7 +17,10 @@ use cudarc::driver::CudaContext;
 use serde_json::Value;
 
 use crate::config::VisionConfig;
+use crate::cpu::CpuTower;
+use crate::cuda::CudaTower;
 use crate::error::{Error, Result};
+use crate::weights::VisionWeights;
 use crate::{Backend, DType};
 
 /// One model family: the names that select it and how to read its folders.
@@ -42,7 +46,26 @@ pub struct Family {
 }
 
 /// Every family reel runs.
-pub static FAMILIES: &[Family] = &[qwen2_5_vl::FAMILY];
+pub static FAMILIES: &[Family] = &[
+    qwen2_5_vl::FAMILY,
+    qwen3_vl::FAMILY,
+    qwen3_vl::FAMILY_WITHOUT_DEEPSTACK,
+];
+
+/// The weights of `spec`'s folder in `dtype`, as the CPU (candle) or CUDA tower: every
+/// family's towers are built from the blocks its [`crate::config::TowerKind`] names.
+pub(crate) fn build_tower(
+    spec: &ModelSpec,
+    dtype: DType,
+    ctx: Option<Arc<CudaContext>>,
+) -> Result<Backend> {
+    let cfg = &spec.vision;
+    let weights = VisionWeights::load(&spec.dir, cfg, dtype)?;
+    Ok(match ctx {
+        Some(ctx) => Backend::Cuda(Box::new(CudaTower::new(cfg.clone(), dtype, weights, ctx)?)),
+        None => Backend::Cpu(Box::new(CpuTower::new(cfg.clone(), dtype, weights)?)),
+    })
+}
 
 /// What reel needs to know of a model folder, read once.
 #[derive(Clone, Debug)]
@@ -73,6 +96,129 @@ pub struct Preprocessing {
     /// Per-channel mean and std of the normalization (after rescaling to [0, 1]).
     pub image_mean: [f32; 3],
     pub image_std: [f32; 3],
+    /// How frames are sampled from a video and sized.
+    pub sampling: Sampling,
+}
+
+/// The frame-sampling and sizing rules of a model's video processor.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Sampling {
+    /// qwen-vl-utils 0.0.14's `fetch_video` (what Qwen2.5-VL's model card and vLLM use).
+    QwenVlUtils,
+    /// transformers' `Qwen3VLVideoProcessor`: frames from the video's metadata, pixel
+    /// budgets over t·h·w.
+    Qwen3Vl(Qwen3VideoSampling),
+}
+
+/// `Qwen3VLVideoProcessor`'s parameters (transformers 5.17 class defaults, overridden
+/// by the folder's `video_preprocessor_config.json`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Qwen3VideoSampling {
+    /// `size.shortest_edge`: the least pixels over t·h·w (131072).
+    pub min_pixels: u64,
+    /// `size.longest_edge`: the most pixels over t·h·w (786432).
+    pub max_pixels: u64,
+    /// Frames per second to sample (2).
+    pub fps: f64,
+    pub min_frames: usize,
+    pub max_frames: usize,
+    /// Caps the pixels per frame at `max_video_tokens` merged tokens (5.17: off unless
+    /// set; transformers says the default becomes on in 5.22).
+    pub cap_pixels_per_frame: bool,
+    pub max_video_tokens: usize,
+}
+
+/// A processor config file of a model folder, with typed getters that name the file
+/// and the key in their errors.
+pub(crate) struct ProcessorConfig {
+    path: PathBuf,
+    value: Value,
+}
+
+impl ProcessorConfig {
+    /// The first of `names` that exists in `dir`, parsed; `None` if none does.
+    pub(crate) fn find(dir: &Path, names: &[&str]) -> Result<Option<Self>> {
+        let Some(path) = names.iter().map(|n| dir.join(n)).find(|p| p.is_file()) else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let value = serde_json::from_str(&text).map_err(|e| Error::Json {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        Ok(Some(Self { path, value }))
+    }
+
+    fn bad(&self, key: &str, v: &Value) -> Error {
+        Error::Json {
+            path: self.path.clone(),
+            message: format!("`{key}` is not what the model's processor takes: {v}"),
+        }
+    }
+
+    fn get(&self, key: &str) -> Option<&Value> {
+        key.split('.')
+            .try_fold(&self.value, |v, k| v.get(k))
+            .filter(|v| !v.is_null())
+    }
+
+    pub(crate) fn usize(&self, key: &str) -> Result<Option<usize>> {
+        self.get(key)
+            .map(|v| {
+                v.as_u64()
+                    .map(|n| n as usize)
+                    .ok_or_else(|| self.bad(key, v))
+            })
+            .transpose()
+    }
+
+    pub(crate) fn f64(&self, key: &str) -> Result<Option<f64>> {
+        self.get(key)
+            .map(|v| v.as_f64().ok_or_else(|| self.bad(key, v)))
+            .transpose()
+    }
+
+    pub(crate) fn bool(&self, key: &str) -> Result<Option<bool>> {
+        self.get(key)
+            .map(|v| v.as_bool().ok_or_else(|| self.bad(key, v)))
+            .transpose()
+    }
+
+    pub(crate) fn triple(&self, key: &str) -> Result<Option<[f32; 3]>> {
+        self.get(key)
+            .map(|v| {
+                let values: Option<Vec<f32>> = v.as_array().map(|a| {
+                    a.iter()
+                        .filter_map(|x| x.as_f64().map(|x| x as f32))
+                        .collect()
+                });
+                match values.as_deref() {
+                    Some(&[a, b, c]) => Ok([a, b, c]),
+                    _ => Err(self.bad(key, v)),
+                }
+            })
+            .transpose()
+    }
+
+    /// Overrides the patch geometry and normalization of `p` with the file's values.
+    pub(crate) fn apply_common(&self, p: &mut Preprocessing) -> Result<()> {
+        if let Some(v) = self.usize("patch_size")? {
+            p.patch_size = v;
+        }
+        if let Some(v) = self.usize("temporal_patch_size")? {
+            p.temporal_patch_size = v;
+        }
+        if let Some(v) = self.usize("merge_size")? {
+            p.merge_size = v;
+        }
+        if let Some(v) = self.triple("image_mean")? {
+            p.image_mean = v;
+        }
+        if let Some(v) = self.triple("image_std")? {
+            p.image_std = v;
+        }
+        Ok(())
+    }
 }
 
 /// What a tower returns per video.
@@ -82,8 +228,17 @@ pub struct OutputLayout {
     pub hidden: usize,
     /// Spatial patches merged into one output row (merge_size²).
     pub patches_per_row: usize,
-    /// Extra outputs beside the main embeddings, by name and width (none for Qwen2.5-VL).
+    /// Extra outputs beside the main embeddings, by name and width, packed after them
+    /// along the hidden axis in this order (Qwen3-VL: `deepstack0`, `deepstack1`, …;
+    /// none for Qwen2.5-VL).
     pub extra: Vec<(String, usize)>,
+}
+
+impl OutputLayout {
+    /// Width of one packed output row: the main embeddings and every extra output.
+    pub fn width(&self) -> usize {
+        self.hidden + self.extra.iter().map(|(_, w)| w).sum::<usize>()
+    }
 }
 
 impl std::fmt::Debug for Family {
@@ -154,7 +309,9 @@ impl ModelSpec {
         let outputs = OutputLayout {
             hidden: vision.out_hidden_size,
             patches_per_row: vision.merge_unit(),
-            extra: Vec::new(),
+            extra: (0..vision.deepstack_visual_indexes.len())
+                .map(|k| (format!("deepstack{k}"), vision.out_hidden_size))
+                .collect(),
         };
         Ok(ModelSpec {
             dir: dir.to_path_buf(),
@@ -187,12 +344,12 @@ mod tests {
     #[test]
     fn unknown_architectures_are_named() {
         let found = select(&json!({
-            "architectures": ["Qwen3VLForConditionalGeneration"],
-            "model_type": "qwen3_vl"
+            "architectures": ["LlavaForConditionalGeneration"],
+            "model_type": "llava"
         }))
         .unwrap_err();
-        assert!(found.contains("Qwen3VLForConditionalGeneration"), "{found}");
-        assert!(found.contains("qwen3_vl"), "{found}");
+        assert!(found.contains("LlavaForConditionalGeneration"), "{found}");
+        assert!(found.contains("llava"), "{found}");
         let found = select(&json!({"hidden_size": 3})).unwrap_err();
         assert!(found.contains("no `architectures`"), "{found}");
     }
@@ -203,7 +360,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(
             dir.join("config.json"),
-            r#"{"architectures": ["Qwen3VLForConditionalGeneration"], "model_type": "qwen3_vl",
+            r#"{"architectures": ["LlavaForConditionalGeneration"], "model_type": "llava",
                 "vision_config": {"hidden_act": "gelu_pytorch_tanh"}}"#,
         )
         .unwrap();
@@ -211,7 +368,8 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
         let msg = err.to_string();
         assert!(matches!(err, Error::UnsupportedModel { .. }), "{msg}");
-        assert!(msg.contains("Qwen3VLForConditionalGeneration"), "{msg}");
+        assert!(msg.contains("LlavaForConditionalGeneration"), "{msg}");
         assert!(msg.contains("Qwen2_5_VLForConditionalGeneration"), "{msg}");
+        assert!(msg.contains("Qwen3VLForConditionalGeneration"), "{msg}");
     }
 }

@@ -4,18 +4,10 @@
 //! the CPU tower in `cpu`, the CUDA tower in [`crate::cuda`].
 
 use std::path::Path;
-use std::sync::Arc;
 
-use cudarc::driver::CudaContext;
-use serde_json::Value;
-
-use super::{Family, ModelSpec, Preprocessing};
+use super::{build_tower, Family, Preprocessing, ProcessorConfig, Sampling};
 use crate::config::VisionConfig;
-use crate::cpu::CpuTower;
-use crate::cuda::CudaTower;
-use crate::error::{Error, Result};
-use crate::weights::VisionWeights;
-use crate::{Backend, DType};
+use crate::error::Result;
 
 /// The registry row.
 pub const FAMILY: Family = Family {
@@ -32,18 +24,8 @@ pub const FAMILY: Family = Family {
     ],
     vision_config: VisionConfig::from_json,
     preprocessing,
-    tower,
+    tower: build_tower,
 };
-
-/// The weights of `spec`'s folder in `dtype`, as the CPU (candle) or CUDA tower.
-fn tower(spec: &ModelSpec, dtype: DType, ctx: Option<Arc<CudaContext>>) -> Result<Backend> {
-    let cfg = &spec.vision;
-    let weights = VisionWeights::load(&spec.dir, cfg, dtype)?;
-    Ok(match ctx {
-        Some(ctx) => Backend::Cuda(Box::new(CudaTower::new(cfg.clone(), dtype, weights, ctx)?)),
-        None => Backend::Cpu(Box::new(CpuTower::new(cfg.clone(), dtype, weights)?)),
-    })
-}
 
 /// OpenAI CLIP's normalization, the Qwen2-VL processors' default (the processor's
 /// decimal constants, as torch rounds them to f32).
@@ -64,65 +46,11 @@ fn preprocessing(dir: &Path, vision: &VisionConfig) -> Result<Preprocessing> {
         merge_size: vision.spatial_merge_size,
         image_mean: CLIP_MEAN,
         image_std: CLIP_STD,
+        sampling: Sampling::QwenVlUtils,
     };
-    let Some((path, config)) = ["video_preprocessor_config.json", "preprocessor_config.json"]
-        .iter()
-        .map(|name| dir.join(name))
-        .find(|path| path.is_file())
-        .map(|path| {
-            let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
-            let value: Value = serde_json::from_str(&text).map_err(|e| Error::Json {
-                path: path.clone(),
-                message: e.to_string(),
-            })?;
-            Ok::<_, Error>((path, value))
-        })
-        .transpose()?
-    else {
-        return Ok(p);
-    };
-    let bad = |key: &'static str, v: &Value| Error::Json {
-        path: path.clone(),
-        message: format!("`{key}` is not what a Qwen2-VL processor takes: {v}"),
-    };
-    let usize_of = |key: &'static str| -> Result<Option<usize>> {
-        config
-            .get(key)
-            .filter(|v| !v.is_null())
-            .map(|v| v.as_u64().map(|n| n as usize).ok_or_else(|| bad(key, v)))
-            .transpose()
-    };
-    let triple = |key: &'static str| -> Result<Option<[f32; 3]>> {
-        config
-            .get(key)
-            .filter(|v| !v.is_null())
-            .map(|v| {
-                let values: Option<Vec<f32>> = v.as_array().map(|a| {
-                    a.iter()
-                        .filter_map(|x| x.as_f64().map(|x| x as f32))
-                        .collect()
-                });
-                match values.as_deref() {
-                    Some(&[a, b, c]) => Ok([a, b, c]),
-                    _ => Err(bad(key, v)),
-                }
-            })
-            .transpose()
-    };
-    if let Some(v) = usize_of("patch_size")? {
-        p.patch_size = v;
-    }
-    if let Some(v) = usize_of("temporal_patch_size")? {
-        p.temporal_patch_size = v;
-    }
-    if let Some(v) = usize_of("merge_size")? {
-        p.merge_size = v;
-    }
-    if let Some(v) = triple("image_mean")? {
-        p.image_mean = v;
-    }
-    if let Some(v) = triple("image_std")? {
-        p.image_std = v;
+    let names = ["video_preprocessor_config.json", "preprocessor_config.json"];
+    if let Some(config) = ProcessorConfig::find(dir, &names)? {
+        config.apply_common(&mut p)?;
     }
     Ok(p)
 }

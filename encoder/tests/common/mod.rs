@@ -26,6 +26,61 @@ pub fn tiny_dir() -> PathBuf {
     repo().join("tests/data/tiny-qwen2.5-vl")
 }
 
+/// A committed tiny Qwen3-VL-family folder: `qwen3_vl` (head_dim 64, deepstack after
+/// blocks 0 and 1) or `qwen3_5` (head_dim 72, no deepstack).
+pub fn qwen3_dir(tower: &str) -> PathBuf {
+    repo().join(match tower {
+        "qwen3_vl" => "tests/data/tiny-qwen3-vl",
+        _ => "tests/data/tiny-qwen3.5",
+    })
+}
+
+/// Runs every case of tests/data/golden/qwen3_vl_encoder.safetensors (written by
+/// tests/golden/encoder/make_qwen3_vl_golden.py) for the tiny tower `name` against HF's
+/// float32 output, packed `[main | deepstack…]`. f32 towers must be within 1e-4
+/// (max|d| / max|ref|); bf16 towers within twice HF's own bf16 error on that case.
+pub fn qwen3_golden_parity(tower: &VisionTower, name: &str) {
+    let path = repo().join("tests/data/golden/qwen3_vl_encoder.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let (_, meta) = SafeTensors::read_metadata(&bytes).unwrap();
+    let meta: serde_json::Value =
+        serde_json::from_str(&meta.metadata().as_ref().unwrap()["golden"]).unwrap();
+    let golden = read_all(&path);
+    let dtype = tower.dtype();
+    let cases = meta["cases"].as_array().unwrap();
+    assert_eq!(cases.len(), 6);
+    println!("tiny {name} tower, reel {dtype} vs HF f32 (max|d| / max|ref|):");
+    for c in cases {
+        let case = c["name"].as_str().unwrap();
+        let grids: Vec<[usize; 3]> = serde_json::from_value(c["grids"].clone()).unwrap();
+        let rows = c["input_rows"].as_u64().unwrap() as usize;
+        let pv = pixel_values(c["input_seed"].as_u64().unwrap(), rows, 1536);
+        let bytes: Vec<u8> = pv.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let sha: String = Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(sha, c["input_sha256"], "{case}: input generator differs");
+        let reference = f32s(&golden[&format!("{name}.{case}.f32")]);
+        let emb = tower.encode(&pv, &grids).unwrap();
+        let info = &c["towers"][name];
+        assert_eq!(emb.hidden as u64, info["width"].as_u64().unwrap(), "{case}");
+        assert_eq!(emb.data.len(), reference.len(), "{case}");
+        let err = rel_err(&emb.data, &reference);
+        let hf_bf16 = info["hf_bf16_rel_err"].as_f64().unwrap();
+        let bound = if dtype == reel_encoder::DType::F32 {
+            1e-4
+        } else {
+            2.0 * hf_bf16
+        };
+        println!("  {case:<14} grids {grids:?}: {err:.3e} (HF's own bf16: {hf_bf16:.3e}; bound {bound:.1e})");
+        assert!(
+            err <= bound,
+            "{name} {case}: {dtype} parity {err:.3e} > {bound:.1e}"
+        );
+    }
+}
+
 /// The golden file written by tests/golden/encoder/make_encoder_golden.py.
 pub fn golden_path() -> PathBuf {
     repo().join("tests/data/golden/encoder.safetensors")
@@ -179,13 +234,13 @@ pub fn golden_parity(tower: &VisionTower, which: &str, bound: f64) {
 /// Asserts that a (3, 8, 12) video encodes to the concatenation of its three (1, 8, 12)
 /// slices encoded one by one.
 pub fn assert_slices_independent(tower: &VisionTower) {
-    let slice = 8 * 12;
-    let pv = pixel_values(77, 3 * slice, 1176);
+    let (slice, dim) = (8 * 12, tower.config().patch_dim());
+    let pv = pixel_values(77, 3 * slice, dim);
     let whole = tower.encode(&pv, &[[3, 8, 12]]).unwrap();
     let per_slice = whole.data.len() / 3;
     for t in 0..3 {
         let one = tower
-            .encode(&pv[t * slice * 1176..(t + 1) * slice * 1176], &[[1, 8, 12]])
+            .encode(&pv[t * slice * dim..(t + 1) * slice * dim], &[[1, 8, 12]])
             .unwrap();
         let err = rel_err(&whole.data[t * per_slice..(t + 1) * per_slice], &one.data);
         assert!(err < 1e-6, "slice {t}: whole vs slice {err:.3e}");
@@ -199,7 +254,13 @@ pub fn assert_batch_equals_separate(tower: &VisionTower) {
     let items: Vec<Vec<f32>> = grids
         .iter()
         .enumerate()
-        .map(|(i, g)| pixel_values(100 + i as u64, g.iter().product(), 1176))
+        .map(|(i, g)| {
+            pixel_values(
+                100 + i as u64,
+                g.iter().product(),
+                tower.config().patch_dim(),
+            )
+        })
         .collect();
     let batch = tower.encode(&items.concat(), &grids).unwrap();
     let mut off = 0;
