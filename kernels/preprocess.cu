@@ -1,4 +1,4 @@
-// Qwen2.5-VL preprocessing of one decoded frame, in two passes that reproduce the CPU
+// Qwen-VL preprocessing of one decoded frame, in two passes that reproduce the CPU
 // reference (codec/src/preprocess) operation for operation. Compiled with --fmad=false:
 // every fused multiply-add below is an explicit fmaf, exactly where the CPU path uses
 // f32::mul_add; everything else rounds after each operation, as on the CPU.
@@ -7,7 +7,16 @@
 //   held as float) in display orientation, then the horizontal bicubic-antialias pass,
 //   into tmp[3][display_h][out_w].
 // Pass 2 (resize_v_patchify): vertical pass, clamp + round to 8-bit, normalize, and
-//   scatter into the [t*h*w, 1176] patch layout (float32 or bfloat16).
+//   scatter into the [t*h*w, 3*T*P*P] patch layout (float32 or bfloat16) of the plan's
+//   patch P, merge M and temporal patch T (Qwen2.5-VL 14/2/2: 1176 columns; Qwen3-VL
+//   16/2/2: 1536).
+//
+// Both passes have two arithmetics, as the CPU path (codec/src/preprocess/resize.rs):
+// torchvision's float32 resize (qwen-vl-utils; float tap weights, precision == 0) and
+// torch's uint8 kernel (HF's video processors; int16 tap weights with `precision`
+// fraction bits: clamp((2^(precision-1) + sum x*w) >> precision, 0, 255) per pass, the
+// horizontal pass's result rounded to 8 bits before the vertical one). A table for an
+// unchanged size is one float tap of weight 1, exact in either arithmetic.
 
 struct ColorParams {
     float y_offset, y_scale, c_offset, c_scale;
@@ -186,10 +195,16 @@ __device__ __forceinline__ float accumulate(float acc, float v, float w, int j, 
     return (j - 1 < plain) ? __fadd_rn(acc, __fmul_rn(v, w)) : fmaf(v, w, acc);
 }
 
+// torch's uint8 kernel: the rounded, clamped 8-bit result of an integer accumulation.
+__device__ __forceinline__ float int_result(int acc, int precision) {
+    return (float)clamp_u8(acc >> precision);
+}
+
 extern "C" __global__ void convert_resize_h(
     Surface s, ColorParams p, int rotation, int disp_w, int disp_h,
     const int* __restrict__ tap_start, const int* __restrict__ tap_count,
-    const float* __restrict__ tap_weight, int max_taps, int out_w,
+    const float* __restrict__ tap_weight, const int* __restrict__ tap_iweight,
+    int max_taps, int precision, int out_w,
     float* __restrict__ tmp)
 {
     int x = blockIdx.x * blockDim.x + threadIdx.x;
@@ -198,19 +213,26 @@ extern "C" __global__ void convert_resize_h(
     int start = tap_start[x], n = tap_count[x];
     int plain = 4 * ((n - 1) / 4);
     const float* w = tap_weight + (long long)x * max_taps;
+    const int* iw = tap_iweight + (long long)x * max_taps;
     float acc[3] = {0.0f, 0.0f, 0.0f};
+    int iacc[3];
+    for (int c = 0; c < 3; ++c) iacc[c] = precision > 0 ? 1 << (precision - 1) : 0;
     for (int j = 0; j < n; ++j) {
         int sx, sy;
         source_of(rotation, start + j, y, s.width, s.height, &sx, &sy);
         float rgb[3];
         rgb_at(s, p, sx, sy, rgb);
         for (int c = 0; c < 3; ++c) {
-            acc[c] = (j == 0) ? __fmul_rn(rgb[c], w[j]) : accumulate(acc[c], rgb[c], w[j], j, plain);
+            if (precision > 0) {
+                iacc[c] += (int)rgb[c] * iw[j];
+            } else {
+                acc[c] = (j == 0) ? __fmul_rn(rgb[c], w[j]) : accumulate(acc[c], rgb[c], w[j], j, plain);
+            }
         }
     }
     long long plane = (long long)disp_h * out_w;
     for (int c = 0; c < 3; ++c) {
-        tmp[c * plane + (long long)y * out_w + x] = acc[c];
+        tmp[c * plane + (long long)y * out_w + x] = precision > 0 ? int_result(iacc[c], precision) : acc[c];
     }
 }
 
@@ -223,16 +245,17 @@ __device__ __forceinline__ unsigned short to_bf16(float f) {
 extern "C" __global__ void resize_v_patchify(
     const float* __restrict__ tmp, int tmp_h, int out_w, int out_h,
     const int* __restrict__ tap_start, const int* __restrict__ tap_count,
-    const float* __restrict__ tap_weight, int max_taps, int resize,
+    const float* __restrict__ tap_weight, const int* __restrict__ tap_iweight,
+    int max_taps, int precision, int resize,
     float m0, float m1, float m2, float s0, float s1, float s2,
-    int slot, int grid_h, int grid_w, int bf16, void* __restrict__ out)
+    int slot, int grid_h, int grid_w, int P, int M, int T, int bf16, void* __restrict__ out)
 {
     int x = blockIdx.x * blockDim.x + threadIdx.x;
     int y = blockIdx.y * blockDim.y + threadIdx.y;
     if (x >= out_w || y >= out_h) return;
     const float mean[3] = {m0, m1, m2};
     const float stdv[3] = {s0, s1, s2};
-    const int P = 14, M = 2, T = 2, DIM = 3 * T * P * P;
+    const int DIM = 3 * T * P * P;
     int tt = slot / T, tp = slot % T;
     int gy = y / P, py = y % P, gx = x / P, px = x % P;
     int bh = gy / M, ih = gy % M, bw = gx / M, iw = gx % M;
@@ -242,7 +265,16 @@ extern "C" __global__ void resize_v_patchify(
     for (int c = 0; c < 3; ++c) {
         const float* src = tmp + c * plane;
         float acc;
-        if (resize) {
+        if (resize && precision > 0) {
+            // The horizontal pass left 8-bit levels (exact in float).
+            int start = tap_start[y], n = tap_count[y];
+            const int* w = tap_iweight + (long long)y * max_taps;
+            int iacc = 1 << (precision - 1);
+            for (int j = 0; j < n; ++j) {
+                iacc += (int)src[(long long)(start + j) * out_w + x] * w[j];
+            }
+            acc = int_result(iacc, precision);
+        } else if (resize) {
             int start = tap_start[y], n = tap_count[y];
             int plain = 4 * ((n - 1) / 4);
             const float* w = tap_weight + (long long)y * max_taps;

@@ -78,14 +78,17 @@ pub fn f64_bytes(values: &[f64]) -> Vec<u8> {
 }
 
 /// The sampling plan's tensors, written beside pixel values or embeddings:
-/// `video_grid_thw` [1, 3] i64, `frame_indices` [frames] i64, `timestamps` [frames] f64
-/// and `second_per_grid_ts` [1] f64.
+/// `video_grid_thw` [1, 3] i64, `frame_indices` [frames] i64, `timestamps` [frames] f64,
+/// `grid_timestamps` [t] f64 (one per temporal patch: Qwen3-VL's timestamps) and
+/// `second_per_grid_ts` [1] f64.
 pub struct PlanTensors {
     grid: Vec<u8>,
     frame_indices: Vec<u8>,
     timestamps: Vec<u8>,
     second_per_grid: Vec<u8>,
+    grid_timestamps: Vec<u8>,
     frames: usize,
+    groups: usize,
 }
 
 impl PlanTensors {
@@ -96,12 +99,14 @@ impl PlanTensors {
             frame_indices: i64_bytes(&indices),
             timestamps: f64_bytes(&plan.timestamps),
             second_per_grid: f64_bytes(&[plan.second_per_grid_t]),
+            grid_timestamps: f64_bytes(&plan.group_timestamps),
             frames: indices.len(),
+            groups: plan.group_timestamps.len(),
         }
     }
 
-    /// `video_grid_thw`, `frame_indices` and `timestamps`, plus `second_per_grid_ts` when
-    /// `with_second_per_grid`.
+    /// `video_grid_thw`, `frame_indices`, `timestamps` and `grid_timestamps`, plus
+    /// `second_per_grid_ts` when `with_second_per_grid`.
     pub fn tensors(&self, with_second_per_grid: bool) -> Vec<NamedTensor<'_>> {
         let mut out = vec![
             NamedTensor::new("video_grid_thw", Dtype::I64, vec![1, 3], &self.grid),
@@ -116,6 +121,12 @@ impl PlanTensors {
                 Dtype::F64,
                 vec![self.frames],
                 &self.timestamps,
+            ),
+            NamedTensor::new(
+                "grid_timestamps",
+                Dtype::F64,
+                vec![self.groups],
+                &self.grid_timestamps,
             ),
         ];
         if with_second_per_grid {

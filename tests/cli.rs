@@ -425,7 +425,7 @@ fn a_folder_of_another_architecture_is_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("config.json"),
-        r#"{"architectures": ["Qwen3VLForConditionalGeneration"], "model_type": "qwen3_vl",
+        r#"{"architectures": ["LlavaForConditionalGeneration"], "model_type": "llava",
             "vision_config": {"hidden_act": "gelu_pytorch_tanh", "depth": 2}}"#,
     )
     .unwrap();
@@ -440,8 +440,9 @@ fn a_folder_of_another_architecture_is_refused_by_name() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unsupported model"), "{err}");
-    assert!(err.contains("Qwen3VLForConditionalGeneration"), "{err}");
+    assert!(err.contains("LlavaForConditionalGeneration"), "{err}");
     assert!(err.contains("Qwen2_5_VLForConditionalGeneration"), "{err}");
+    assert!(err.contains("Qwen3VLForConditionalGeneration"), "{err}");
     assert!(!dir.path().join("out.safetensors").exists());
     let list = run_ok(reel().args(["model", "list", "--json"]));
     let list: Value = serde_json::from_str(&list).unwrap();

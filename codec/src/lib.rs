@@ -1,10 +1,11 @@
-//! reel-codec: from a video file to Qwen2.5-VL-ready pixels.
+//! reel-codec: from a video file to Qwen2.5-VL- or Qwen3-VL-ready pixels.
 //!
 //! - [`demux`]: MP4/MOV (progressive and fragmented), Matroska/WebM and raw Annex-B
 //!   H.264/HEVC, in pure Rust: [`StreamInfo`] and a [`PacketIndex`] without reading
 //!   sample payloads.
-//! - [`plan`]: which frames to sample and at what size, exactly as qwen-vl-utils does,
-//!   and which packets must be decoded for them.
+//! - [`plan`]: which frames to sample and at what size, exactly as qwen-vl-utils
+//!   (Qwen2.5-VL) or HF's `Qwen3VLVideoProcessor` (Qwen3-VL) does, and which packets
+//!   must be decoded for them.
 //! - [`decode`]: decoders that deliver only the planned frames.
 //! - [`preprocess`]: colour conversion, resizing, normalization and patchifying with
 //!   Hugging Face's numerics.

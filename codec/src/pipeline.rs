@@ -5,10 +5,10 @@ use std::collections::HashMap;
 use rayon::prelude::*;
 
 use crate::decode::{DecodeReport, DecodedFrame};
-use crate::plan::TEMPORAL_PATCH_SIZE;
+use crate::plan::PatchGeometry;
 use crate::preprocess::{
-    resize_planes, write_frame, ColorConverter, ColorMode, Normalization, PixelValues, RgbImage,
-    PATCH_DIM,
+    resize_bicubic_aa_u8, resize_planes, write_frame, ColorConverter, ColorMode, Normalization,
+    PixelValues, Resize, RgbImage,
 };
 use crate::stream::{Range, StreamInfo};
 use crate::{Error, Result, SamplePlan, Video};
@@ -32,54 +32,61 @@ pub fn frame_converter(info: &StreamInfo, frame: &DecodedFrame, mode: ColorMode)
         .left_sited(info.chroma_left_sited())
 }
 
-/// Turns a decoded frame into display-oriented RGB at the plan's size.
+/// Turns a decoded frame into display-oriented RGB at `height` × `width`, resized
+/// with `resize`'s arithmetic.
 pub fn frame_to_rgb(
     info: &StreamInfo,
     frame: &DecodedFrame,
     height: usize,
     width: usize,
     color: ColorMode,
+    resize: Resize,
 ) -> RgbImage {
     let planes = frame_converter(info, frame, color)
         .convert_planar(&frame.image)
         .rotated(info.rotation);
-    resize_planes(&planes, height, width)
+    match resize {
+        Resize::BicubicFloat => resize_planes(&planes, height, width),
+        // The planes hold 8-bit levels: to_rgb is exact.
+        Resize::BicubicUint8 => resize_bicubic_aa_u8(&planes.to_rgb(), height, width),
+    }
 }
 
-/// Normalizes and patchifies resized frames (one per slot, an even count) into
-/// pixel values, one temporal slice per task.
-pub fn patchify_frames(frames: &[RgbImage], grid_thw: [usize; 3]) -> PixelValues {
-    let mut pixel_values = PixelValues::new(grid_thw);
-    let norm = Normalization::clip();
-    let slice_len = grid_thw[1] * grid_thw[2] * PATCH_DIM;
+/// Normalizes and patchifies resized frames (one per slot: a whole number of temporal
+/// patches) into pixel values of `geometry`, one temporal slice per task.
+pub fn patchify_frames(
+    frames: &[RgbImage],
+    grid_thw: [usize; 3],
+    geometry: &PatchGeometry,
+    norm: &Normalization,
+) -> PixelValues {
+    let mut pixel_values = PixelValues::new(grid_thw, geometry.patch_dim());
+    let tps = geometry.temporal_patch_size;
+    assert_eq!(frames.len(), grid_thw[0] * tps, "one frame per slot");
+    let slice_len = grid_thw[1] * grid_thw[2] * geometry.patch_dim();
     let slice_grid = [1, grid_thw[1], grid_thw[2]];
     pixel_values
         .data
         .par_chunks_mut(slice_len)
         .enumerate()
         .for_each(|(t, chunk)| {
-            for tp in 0..TEMPORAL_PATCH_SIZE {
-                write_frame(
-                    chunk,
-                    slice_grid,
-                    tp,
-                    &frames[t * TEMPORAL_PATCH_SIZE + tp],
-                    &norm,
-                );
+            for tp in 0..tps {
+                write_frame(chunk, slice_grid, geometry, tp, &frames[t * tps + tp], norm);
             }
         });
     pixel_values
 }
 
-/// Output slots of each sampled frame; an odd count repeats the last frame.
+/// Output slots of each sampled frame; the last frame fills the slots up to whole
+/// temporal patches.
 pub(crate) fn slots_by_frame(plan: &SamplePlan) -> HashMap<usize, Vec<usize>> {
     let mut slots: HashMap<usize, Vec<usize>> = HashMap::new();
     for (slot, &f) in plan.frames.iter().enumerate() {
         slots.entry(f).or_default().push(slot);
     }
-    if plan.frames.len() % TEMPORAL_PATCH_SIZE != 0 {
-        let last = *plan.frames.last().expect("plans sample at least one frame");
-        slots.entry(last).or_default().push(plan.frames.len());
+    let last = *plan.frames.last().expect("plans sample at least one frame");
+    for slot in plan.frames.len()..plan.slots() {
+        slots.entry(last).or_default().push(slot);
     }
     slots
 }
@@ -110,8 +117,7 @@ pub fn prepare_cpu(
     let wanted = decode::Wanted::new(video, &plan.frames);
     let segments = decode::split_at_gops(video.index(), &plan.decode, &plan.frames);
     let slots = slots_by_frame(plan);
-    let slot_count = plan.frames.len().div_ceil(TEMPORAL_PATCH_SIZE) * TEMPORAL_PATCH_SIZE;
-    let resized: Mutex<Vec<Option<RgbImage>>> = Mutex::new(vec![None; slot_count]);
+    let resized: Mutex<Vec<Option<RgbImage>>> = Mutex::new(vec![None; plan.slots()]);
     let threads = threads.max(1);
     let per_decoder = (threads / segments.len().max(1)).max(1);
     let (h, w) = (plan.resized_height as usize, plan.resized_width as usize);
@@ -133,7 +139,7 @@ pub fn prepare_cpu(
                     cancel,
                     &mut |frame| {
                         let _span = tracing::info_span!("convert", frame = frame.frame).entered();
-                        let image = frame_to_rgb(info, &frame, h, w, plan.color);
+                        let image = frame_to_rgb(info, &frame, h, w, plan.color, plan.resize);
                         let mut out = resized.lock().expect("no panics while holding the lock");
                         for &slot in &slots[&frame.frame] {
                             out[slot] = Some(image.clone());
@@ -173,7 +179,9 @@ pub fn prepare_cpu(
         .collect();
     let pixel_values = {
         let _span = tracing::info_span!("patchify").entered();
-        pool.install(|| patchify_frames(&frames, plan.grid_thw))
+        pool.install(|| {
+            patchify_frames(&frames, plan.grid_thw, &plan.geometry, &plan.normalization)
+        })
     };
     report.corrupt_frames.sort_unstable();
     report.corrupt_frames.dedup();

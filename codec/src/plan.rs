@@ -1,39 +1,122 @@
 //! Sampling plans: which frames to take, at what size, and which packets to decode.
 //!
-//! Frame selection and sizing reproduce qwen-vl-utils 0.0.14 (`smart_nframes`,
-//! `calculate_video_frame_range`, `fetch_video`, `smart_resize`) including its
-//! float32 `torch.linspace` (whose CPU kernel computes `fma(step, i, start)`), so the
-//! same video yields the same frame indices and sizes as the Python reference.
+//! Two processors are reproduced ([`VideoProcessor`]):
+//! - qwen-vl-utils 0.0.14 for Qwen2.5-VL (`smart_nframes`,
+//!   `calculate_video_frame_range`, `fetch_video`, `smart_resize`) including its
+//!   float32 `torch.linspace` (whose CPU kernel computes `fma(step, i, start)`);
+//! - HF transformers 5.17's `Qwen3VLVideoProcessor` for Qwen3-VL ([`qwen3`]).
+//!
+//! The same video yields the same frame indices and sizes as the Python reference.
+//! The plan also carries what the preprocessing needs from the processor: the patch
+//! geometry, the normalization and which resize arithmetic to use.
 
 use std::ops::Range;
 
 use serde::Serialize;
 
 use crate::index::PacketIndex;
-use crate::preprocess::ColorMode;
+use crate::preprocess::{ColorMode, Normalization, Resize};
 use crate::stream::StreamInfo;
 use crate::{Error, Result};
 
-/// Side length of a ViT patch (Qwen2.5-VL: 14).
+pub mod qwen3;
+
+pub use qwen3::Qwen3VideoProcessor;
+
+/// Side length of a ViT patch for Qwen2.5-VL ([`VideoProcessor::QwenVlUtils`]); the
+/// plan's [`SamplePlan::geometry`] holds the one in use.
 pub const PATCH_SIZE: u32 = 14;
-/// Spatial merge of the vision tower (2×2 patches per token).
+/// Spatial merge of Qwen2.5-VL's vision tower (2×2 patches per token).
 pub const MERGE_SIZE: u32 = 2;
-/// Frames per temporal patch.
+/// Frames per temporal patch of Qwen2.5-VL.
 pub const TEMPORAL_PATCH_SIZE: usize = 2;
-/// Resize granularity: patch × merge.
+/// qwen-vl-utils' resize granularity: patch × merge.
 pub const FACTOR: u32 = PATCH_SIZE * MERGE_SIZE;
-/// Largest aspect ratio qwen-vl-utils accepts.
+/// Largest aspect ratio the processors accept.
 pub const MAX_RATIO: f64 = 200.0;
 
+/// The patch layout of a vision tower: frames are cut into `patch_size`² patches,
+/// `temporal_patch_size` frames deep, and `merge_size`² patches make one token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct PatchGeometry {
+    pub patch_size: usize,
+    pub temporal_patch_size: usize,
+    pub merge_size: usize,
+}
+
+impl PatchGeometry {
+    /// Qwen2.5-VL's: patch 14, temporal patch 2, merge 2.
+    pub const QWEN2_5_VL: PatchGeometry = PatchGeometry {
+        patch_size: PATCH_SIZE as usize,
+        temporal_patch_size: TEMPORAL_PATCH_SIZE,
+        merge_size: MERGE_SIZE as usize,
+    };
+
+    /// Values per patch row: 3 channels × temporal × patch².
+    pub fn patch_dim(&self) -> usize {
+        3 * self.temporal_patch_size * self.patch_size * self.patch_size
+    }
+
+    /// Resize granularity: patch × merge.
+    pub fn factor(&self) -> usize {
+        self.patch_size * self.merge_size
+    }
+}
+
+/// Which Hugging Face preprocessing a plan reproduces.
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub enum VideoProcessor {
+    /// Qwen2.5-VL: qwen-vl-utils 0.0.14's sampling and resize (torchvision's float
+    /// bicubic), then `Qwen2VLVideoProcessor`: patch 14, temporal 2, merge 2, CLIP's
+    /// mean/std.
+    #[default]
+    QwenVlUtils,
+    /// Qwen3-VL: transformers 5.17's `Qwen3VLVideoProcessor` (sampling from the
+    /// stream's frame count and rate, resize of the uint8 frames).
+    Qwen3Vl(Qwen3VideoProcessor),
+}
+
+impl VideoProcessor {
+    pub fn geometry(&self) -> PatchGeometry {
+        match self {
+            VideoProcessor::QwenVlUtils => PatchGeometry::QWEN2_5_VL,
+            VideoProcessor::Qwen3Vl(p) => p.geometry(),
+        }
+    }
+
+    pub fn normalization(&self) -> Normalization {
+        match self {
+            VideoProcessor::QwenVlUtils => Normalization::clip(),
+            VideoProcessor::Qwen3Vl(p) => p.normalization,
+        }
+    }
+
+    /// The resize arithmetic: qwen-vl-utils resizes float32 frames, HF's video
+    /// processors (torchvision v2) the uint8 frames with torch's integer kernel.
+    pub fn resize(&self) -> Resize {
+        match self {
+            VideoProcessor::QwenVlUtils => Resize::BicubicFloat,
+            VideoProcessor::Qwen3Vl(_) => Resize::BicubicUint8,
+        }
+    }
+}
+
 /// How to sample a video. Defaults are qwen-vl-utils' defaults.
+///
+/// With [`VideoProcessor::Qwen3Vl`], `fps`, `min_frames`, `max_frames` (`None`: the
+/// processor's), `nframes` (HF's `num_frames`, used as given), `frames`, `timestamps`
+/// and `color` apply; `start`/`end`, `min_pixels`, `max_pixels`, `total_pixels` and
+/// `resized` have no equivalent there and are refused ([`Error::Sampling`]) unless
+/// left at their defaults.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct SamplingOptions {
     /// Frames per second to sample.
     pub fps: f64,
     pub min_frames: usize,
-    /// Upper bound on frames; `None`: min(768, frames in range).
+    /// Upper bound on frames; `None`: min(768, frames in range) (Qwen3-VL: the
+    /// processor's `max_frames`).
     pub max_frames: Option<usize>,
-    /// An exact frame count instead of `fps` (rounded to even).
+    /// An exact frame count instead of `fps` (qwen-vl-utils: rounded to even).
     pub nframes: Option<usize>,
     /// Explicit frame indices (presentation order); overrides fps/nframes.
     pub frames: Option<Vec<usize>>,
@@ -53,6 +136,25 @@ pub struct SamplingOptions {
     pub resized: Option<(u32, u32)>,
     /// How YUV becomes RGB (the reference readers' arithmetic by default).
     pub color: ColorMode,
+    /// The preprocessing to reproduce (qwen-vl-utils for Qwen2.5-VL by default).
+    pub processor: VideoProcessor,
+}
+
+impl SamplingOptions {
+    /// Defaults for `processor`: for Qwen3-VL its `fps`, `min_frames` and
+    /// `max_frames`.
+    pub fn for_processor(processor: &VideoProcessor) -> Self {
+        let mut o = Self {
+            processor: processor.clone(),
+            ..Self::default()
+        };
+        if let VideoProcessor::Qwen3Vl(p) = processor {
+            o.fps = p.fps;
+            o.min_frames = p.min_frames;
+            o.max_frames = Some(p.max_frames);
+        }
+        o
+    }
 }
 
 /// qwen-vl-utils' VIDEO_MIN_TOKEN_NUM × 28².
@@ -76,6 +178,7 @@ impl Default for SamplingOptions {
             total_pixels: (128_000u64 * 28 * 28) as f64 * 0.9,
             resized: None,
             color: ColorMode::default(),
+            processor: VideoProcessor::default(),
         }
     }
 }
@@ -93,11 +196,18 @@ pub struct SamplePlan {
     pub frames: Vec<usize>,
     /// Presentation time of each sampled frame, in seconds.
     pub timestamps: Vec<f64>,
-    /// Effective sampling rate (qwen-vl-utils' `sample_fps`).
+    /// One time per temporal patch, in seconds. Qwen3-VL: its processor's
+    /// `_calculate_timestamps` (indices padded with the last, `index / stream fps`,
+    /// mean of each patch's first and last frame), the times of its prompt's
+    /// `<t seconds>`. Qwen2.5-VL: the mean of the patch's first and last frame's
+    /// presentation times (padded the same way).
+    pub group_timestamps: Vec<f64>,
+    /// Effective sampling rate (qwen-vl-utils' `sample_fps`; Qwen3-VL: HF's
+    /// `sampled_fps`, sampled frames / frames × stream fps).
     pub sample_fps: f64,
     pub resized_height: u32,
     pub resized_width: u32,
-    /// Patch grid (t, h, w): what Qwen2.5-VL calls video_grid_thw.
+    /// Patch grid (t, h, w): what the processors call video_grid_thw.
     pub grid_thw: [usize; 3],
     /// Seconds per temporal patch: temporal_patch_size / sample_fps.
     pub second_per_grid_t: f64,
@@ -105,6 +215,12 @@ pub struct SamplePlan {
     pub decode: Vec<DecodeRange>,
     /// How the frames' YUV becomes RGB.
     pub color: ColorMode,
+    /// Patch layout of the pixel values.
+    pub geometry: PatchGeometry,
+    /// Rescale and normalization of the pixel values.
+    pub normalization: Normalization,
+    /// Resize arithmetic.
+    pub resize: Resize,
 }
 
 impl SamplePlan {
@@ -117,44 +233,85 @@ impl SamplePlan {
                 "stream frame rate {video_fps} is not usable"
             )));
         }
+        let processor = &options.processor;
+        if let VideoProcessor::Qwen3Vl(p) = processor {
+            p.check(options)?;
+        }
+        let geometry = processor.geometry();
+        let temporal = geometry.temporal_patch_size;
         let (frames, sample_fps) = if let Some(frames) = &options.frames {
             (explicit_frames(frames, total)?, None)
         } else if let Some(times) = &options.timestamps {
             (frames_at_times(times, info, index)?, None)
         } else {
-            let selection = select_frames(options, total, video_fps)?;
-            (selection.indices, Some(selection.sample_fps))
+            match processor {
+                VideoProcessor::QwenVlUtils => {
+                    let selection = select_frames(options, total, video_fps)?;
+                    (selection.indices, Some(selection.sample_fps))
+                }
+                VideoProcessor::Qwen3Vl(p) => {
+                    let frames = qwen3::sample_frames(p, options, total, video_fps)?;
+                    let sampled = frames.len() as f64 / total as f64 * video_fps;
+                    (frames, Some(sampled))
+                }
+            }
         };
         let timestamps: Vec<f64> = frames
             .iter()
             .map(|&f| index.frame_time(f, info.time_base))
             .collect();
+        let group_timestamps = match processor {
+            VideoProcessor::QwenVlUtils => group_means(&timestamps, temporal),
+            VideoProcessor::Qwen3Vl(_) => qwen3::group_timestamps(&frames, video_fps, temporal),
+        };
         let sample_fps = sample_fps.unwrap_or_else(|| spacing_fps(&timestamps, options.fps));
         let (frame_h, frame_w) = info.display_size();
-        let (resized_height, resized_width) =
-            resized_size(options, frames.len(), frame_h.into(), frame_w.into())?;
-        let t = frames.len().div_ceil(TEMPORAL_PATCH_SIZE);
+        let (resized_height, resized_width) = match processor {
+            VideoProcessor::QwenVlUtils => {
+                resized_size(options, frames.len(), frame_h.into(), frame_w.into())?
+            }
+            VideoProcessor::Qwen3Vl(p) => {
+                qwen3::resized_size(p, frames.len(), frame_h.into(), frame_w.into())?
+            }
+        };
+        let patch = geometry.patch_size as u32;
         let grid_thw = [
-            t,
-            (resized_height / PATCH_SIZE) as usize,
-            (resized_width / PATCH_SIZE) as usize,
+            frames.len().div_ceil(temporal),
+            (resized_height / patch) as usize,
+            (resized_width / patch) as usize,
         ];
         Ok(Self {
             decode: decode_ranges(index, &frames),
             frames,
             timestamps,
+            group_timestamps,
             sample_fps,
             resized_height,
             resized_width,
             grid_thw,
-            second_per_grid_t: TEMPORAL_PATCH_SIZE as f64 / sample_fps,
+            second_per_grid_t: temporal as f64 / sample_fps,
             color: options.color,
+            geometry,
+            normalization: processor.normalization(),
+            resize: processor.resize(),
         })
     }
 
-    /// Number of vision tokens after the 2×2 merge.
+    /// Values per row of the pixel values (3 × temporal × patch²: 1176 for Qwen2.5-VL,
+    /// 1536 for Qwen3-VL).
+    pub fn patch_dim(&self) -> usize {
+        self.geometry.patch_dim()
+    }
+
+    /// Output slots: sampled frames padded to whole temporal patches.
+    pub fn slots(&self) -> usize {
+        self.grid_thw[0] * self.geometry.temporal_patch_size
+    }
+
+    /// Number of vision tokens after the merge.
     pub fn tokens(&self) -> usize {
-        self.grid_thw.iter().product::<usize>() / (MERGE_SIZE * MERGE_SIZE) as usize
+        let m = self.geometry.merge_size;
+        self.grid_thw.iter().product::<usize>() / (m * m)
     }
 
     /// Packets the plan decodes.
@@ -194,6 +351,20 @@ fn frames_at_times(times: &[f64], info: &StreamInfo, index: &PacketIndex) -> Res
                 )));
             }
             Ok(starts.partition_point(|&s| s <= t + 1e-9).max(1) - 1)
+        })
+        .collect()
+}
+
+/// Per temporal patch of `times` (padded with the last to whole patches of
+/// `temporal`): the mean of the patch's first and last time.
+pub fn group_means(times: &[f64], temporal: usize) -> Vec<f64> {
+    let temporal = temporal.max(1);
+    times
+        .chunks(temporal)
+        .map(|g| {
+            let last = *g.last().expect("chunks are not empty");
+            // A short last patch is padded with its last time.
+            (g[0] + last) / 2.0
         })
         .collect()
 }

@@ -195,7 +195,9 @@ fn pixels_match_hf_on_identical_frames() {
             resized.push(resized.last().unwrap().clone());
         }
         let grid = usizes(&case["grid_thw"]);
-        let pv = patchify_frames(&resized, grid.clone().try_into().unwrap());
+        let geometry = reel_codec::plan::PatchGeometry::QWEN2_5_VL;
+        let norm = reel_codec::preprocess::Normalization::clip();
+        let pv = patchify_frames(&resized, grid.clone().try_into().unwrap(), &geometry, &norm);
         let pv_bytes: Vec<u8> = pv.data.iter().flat_map(|v| v.to_le_bytes()).collect();
         if let Ok(stored) = tensors.tensor(&format!("{name}.pixel_values")) {
             let reference: Vec<f32> = stored

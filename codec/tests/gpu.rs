@@ -112,6 +112,11 @@ fn yuv_image<'a>(info: &reel_codec::StreamInfo, bytes: &'a [u8]) -> YuvImage<'a>
 fn gpu_preprocessing_matches_cpu_on_the_same_pictures() {
     let Some(gpu) = gpu() else { return };
     // Both colour conversions: the readers' integers (default) and the float path.
+    // Qwen3-VL: patch 16 and the uint8 resize arithmetic; a small budget makes both
+    // passes downscale.
+    let qwen3 = |p: reel_codec::plan::Qwen3VideoProcessor| {
+        SamplingOptions::for_processor(&reel_codec::plan::VideoProcessor::Qwen3Vl(p))
+    };
     let options = [
         SamplingOptions::default(),
         SamplingOptions {
@@ -120,6 +125,12 @@ fn gpu_preprocessing_matches_cpu_on_the_same_pictures() {
             color: reel_codec::preprocess::ColorMode::Accurate,
             ..Default::default()
         },
+        qwen3(Default::default()),
+        qwen3(reel_codec::plan::Qwen3VideoProcessor {
+            shortest_edge: 4096,
+            longest_edge: 16384 * 8,
+            ..Default::default()
+        }),
     ];
     for name in decodable_fixtures() {
         if name.contains("corrupt") {
@@ -138,14 +149,17 @@ fn gpu_preprocessing_matches_cpu_on_the_same_pictures() {
                     corrupt,
                     full_range: None,
                 };
-                by_frame.insert(frame, frame_to_rgb(info, &decoded, h, w, plan.color));
+                by_frame.insert(
+                    frame,
+                    frame_to_rgb(info, &decoded, h, w, plan.color, plan.resize),
+                );
             })
             .unwrap();
             let mut frames: Vec<_> = plan.frames.iter().map(|f| by_frame[f].clone()).collect();
-            if frames.len() % 2 == 1 {
+            while frames.len() < plan.slots() {
                 frames.push(frames.last().unwrap().clone());
             }
-            let cpu = patchify_frames(&frames, plan.grid_thw);
+            let cpu = patchify_frames(&frames, plan.grid_thw, &plan.geometry, &plan.normalization);
             for dtype in [PixelDtype::F32, PixelDtype::Bf16] {
                 let prepared = gpu
                     .prepare(&video, &plan, 4, dtype, &Cancel::new())
@@ -307,7 +321,7 @@ fn streamed_slices_are_complete_when_announced() {
     ] {
         let (video, plan) = open_at_6fps(name);
         let [t, h, w] = plan.grid_thw;
-        let slice_bytes = h * w * 1176 * 4;
+        let slice_bytes = h * w * plan.patch_dim() * 4;
         let seen: Mutex<Vec<(usize, Vec<u8>)>> = Mutex::new(Vec::new());
         let on_slice = |done: SliceDone<'_>| {
             let (buffer, s) = (done.buffer, done.slice);
@@ -415,7 +429,7 @@ fn split_parts_equal_their_slices_of_one_session() {
         let (video, plan) = open_at_6fps(name);
         let [t, h, w] = plan.grid_thw;
         for dtype in [PixelDtype::F32, PixelDtype::Bf16] {
-            let slice_bytes = h * w * 1176 * dtype.size();
+            let slice_bytes = h * w * plan.patch_dim() * dtype.size();
             let single = bytes(
                 &gpu.prepare(&video, &plan, 1, dtype, &Cancel::new())
                     .unwrap(),

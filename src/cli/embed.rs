@@ -116,6 +116,10 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
             json(serde_json::json!(plan.timestamps)),
         ),
         (
+            "grid_timestamps".into(),
+            json(serde_json::json!(plan.group_timestamps)),
+        ),
+        (
             "stream".into(),
             json(serde_json::to_value(&outcome.stream).unwrap_or_default()),
         ),

@@ -67,7 +67,7 @@ pub fn run(args: FramesArgs) -> anyhow::Result<()> {
     let plan_tensors = PlanTensors::new(&plan);
     let mut tensors = vec![NamedTensor::f32(
         "pixel_values",
-        vec![pixel_values.rows(), reel_codec::preprocess::PATCH_DIM],
+        vec![pixel_values.rows(), plan.patch_dim()],
         &pixel_values.data,
     )];
     tensors.extend(plan_tensors.tensors(false));

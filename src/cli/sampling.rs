@@ -70,6 +70,7 @@ impl SamplingArgs {
             total_pixels: self.total_pixels,
             resized: self.resized_height.zip(self.resized_width),
             color: self.color,
+            ..Default::default()
         }
     }
 }

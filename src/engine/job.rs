@@ -91,6 +91,19 @@ pub fn run(
         Input::Path(path) => Video::open(&path)?,
         Input::Bytes { data, name } => Video::from_bytes(data, name.as_deref())?,
     };
+    // A model's own processor decides how its videos are sampled and preprocessed (the
+    // request's values, such as fps or explicit frames, still apply).
+    let for_model;
+    let sampling = match want.model() {
+        Some(model) if model.processor != sampling.processor => {
+            for_model = SamplingOptions {
+                processor: model.processor.clone(),
+                ..sampling.clone()
+            };
+            &for_model
+        }
+        _ => sampling,
+    };
     let plan = SamplePlan::new(video.info(), video.index(), sampling)?;
     let cached = match (want.model(), cache) {
         (Some(model), Some(cache)) => {
@@ -189,7 +202,7 @@ fn decode_encode(
     let values = match (model, frames.pixels) {
         (None, Pixels::Device(p)) => Values::DevicePixels(p),
         (None, Pixels::Host(v)) => Values::Host {
-            shape: [v.rows(), reel_codec::preprocess::PATCH_DIM],
+            shape: [v.rows(), v.patch_dim()],
             data: v.data,
         },
         (Some(model), pixels) => {

@@ -5,7 +5,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use reel_codec::gpu::{Gpu, PixelDtype};
+use reel_codec::plan::{Qwen3VideoProcessor, VideoProcessor};
+use reel_codec::preprocess::Normalization;
 use reel_encoder::cuda::{Batcher, InputDtype, Request};
+use reel_encoder::models::Sampling;
 use reel_encoder::{DType, ModelSpec, VisionTower};
 
 use super::decode::Pixels;
@@ -22,6 +25,8 @@ pub struct Model {
     batcher: Option<Arc<Batcher>>,
     /// Encode slices while later ones still decode (GPU decoding and tower).
     pub stream_slices: bool,
+    /// How videos are sampled and preprocessed for this model.
+    pub processor: VideoProcessor,
 }
 
 /// How a [`Model`] runs.
@@ -41,38 +46,63 @@ pub struct GpuModel {
     pub model: Arc<Model>,
 }
 
-/// Checks that reel's preprocessing (reel-codec) is the one the model folder asks for.
-fn check_preprocessing(spec: &ModelSpec) -> Result<(), Error> {
-    use reel_codec::plan::{MERGE_SIZE, PATCH_SIZE, TEMPORAL_PATCH_SIZE};
-    use reel_codec::preprocess::Normalization;
+/// The codec's video processor for the model folder's preprocessing: qwen-vl-utils for
+/// Qwen2.5-VL, `Qwen3VLVideoProcessor` with the folder's parameters for the Qwen3-VL
+/// family. A combination reel-codec does not implement is refused, naming both.
+pub fn video_processor(spec: &ModelSpec) -> Result<VideoProcessor, Error> {
     let p = &spec.preprocessing;
-    let ours = (
-        PATCH_SIZE as usize,
-        TEMPORAL_PATCH_SIZE,
-        MERGE_SIZE as usize,
-    );
+    let processor = match &p.sampling {
+        Sampling::QwenVlUtils => VideoProcessor::QwenVlUtils,
+        Sampling::Qwen3Vl(s) => VideoProcessor::Qwen3Vl(Qwen3VideoProcessor {
+            patch_size: p.patch_size,
+            temporal_patch_size: p.temporal_patch_size,
+            merge_size: p.merge_size,
+            shortest_edge: s.min_pixels,
+            longest_edge: s.max_pixels,
+            fps: s.fps,
+            min_frames: s.min_frames,
+            max_frames: s.max_frames,
+            cap_pixels_per_frame: s.cap_pixels_per_frame,
+            max_video_tokens: s.max_video_tokens as u64,
+            normalization: Normalization::new(p.image_mean, p.image_std),
+        }),
+    };
+    let g = processor.geometry();
+    let ours = (g.patch_size, g.temporal_patch_size, g.merge_size);
     let theirs = (p.patch_size, p.temporal_patch_size, p.merge_size);
     let norm = Normalization::new(p.image_mean, p.image_std);
-    if ours != theirs || norm != Normalization::clip() {
+    // qwen-vl-utils' path has Qwen2.5-VL's geometry and CLIP's statistics built in; the
+    // tower's own patch size must match what the processor cuts.
+    let tower = (
+        spec.vision.patch_size,
+        spec.vision.temporal_patch_size,
+        spec.vision.spatial_merge_size,
+    );
+    if ours != theirs || processor.normalization() != norm || tower != theirs {
         return Err(Error::new(
             ErrorKind::FailedPrecondition,
             format!(
                 "{}: its processor uses patch {}, temporal patch {}, merge {}, mean {:?}, std \
-                 {:?}; reel's preprocessing implements patch {}, temporal patch {}, merge {} \
-                 with CLIP's mean/std",
+                 {:?} for a tower of patch {}, temporal patch {}, merge {}; reel's {} \
+                 preprocessing implements patch {}, temporal patch {}, merge {} with its own \
+                 mean/std",
                 spec.dir.display(),
                 p.patch_size,
                 p.temporal_patch_size,
                 p.merge_size,
                 p.image_mean,
                 p.image_std,
+                tower.0,
+                tower.1,
+                tower.2,
+                spec.family.name,
                 ours.0,
                 ours.1,
                 ours.2
             ),
         ));
     }
-    Ok(())
+    Ok(processor)
 }
 
 impl Model {
@@ -82,7 +112,7 @@ impl Model {
     /// family (the registry of `reel_encoder::models`); every command loads through here.
     pub fn load(dir: &Path, options: &ModelOptions, device: &Device) -> anyhow::Result<Model> {
         let spec = ModelSpec::read(dir)?;
-        check_preprocessing(&spec)?;
+        let processor = video_processor(&spec)?;
         let dtype = match (options.dtype.as_str(), device) {
             ("auto", Device::Cuda(_)) => DType::BF16,
             ("auto", Device::Cpu) => DType::F32,
@@ -101,6 +131,7 @@ impl Model {
             tower,
             batcher,
             stream_slices: options.stream_slices,
+            processor,
         })
     }
 
@@ -116,6 +147,7 @@ impl Model {
             tower: self.tower.clone(),
             batcher: self.batcher.clone(),
             stream_slices: on,
+            processor: self.processor.clone(),
         }
     }
 

@@ -46,10 +46,7 @@ impl Values {
     pub fn shape(&self) -> [usize; 2] {
         match self {
             Values::Host { shape, .. } => *shape,
-            Values::DevicePixels(p) => [
-                p.grid_thw.iter().product(),
-                reel_codec::preprocess::PATCH_DIM,
-            ],
+            Values::DevicePixels(p) => [p.grid_thw.iter().product(), p.patch_dim],
             Values::DeviceEmbeddings(e) => [e.rows, e.hidden],
         }
     }

@@ -311,6 +311,7 @@ impl ReelService {
         let mut first = pb::EmbedResponse {
             video_grid_thw: outcome.plan.grid_thw.iter().map(|&v| v as i64).collect(),
             second_per_grid_ts: vec![outcome.plan.second_per_grid_t],
+            grid_timestamps: outcome.plan.group_timestamps.clone(),
             frame_indices: outcome.plan.frames.iter().map(|&f| f as i64).collect(),
             timestamps: outcome.plan.timestamps.clone(),
             decoded_on: outcome.decoded_on.clone(),

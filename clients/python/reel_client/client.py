@@ -430,6 +430,7 @@ class Client:
             second_per_grid_ts=list(first.second_per_grid_ts),
             frame_indices=list(first.frame_indices),
             timestamps=list(first.timestamps),
+            grid_timestamps=list(first.grid_timestamps),
             timings=timings,
             decoded_on=first.decoded_on,
             lease_id=d.lease_id,

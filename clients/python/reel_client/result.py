@@ -64,6 +64,7 @@ class Result:
         cuda: Any = None,
         pool_id: str = "",
         device: Optional[int] = None,
+        grid_timestamps: Optional[list] = None,
     ):
         self._release_lease = release_lease
         self.kind = kind  # "embed" | "frames"
@@ -75,6 +76,8 @@ class Result:
         self.second_per_grid_ts = [float(v) for v in second_per_grid_ts]
         self.frame_indices = [int(v) for v in frame_indices]
         self.timestamps = [float(v) for v in timestamps]
+        # One time per temporal patch (Qwen3-VL's timestamps; vLLM's `timestamps`).
+        self.grid_timestamps = [float(v) for v in grid_timestamps or []]
         self.timings = dict(timings)
         self.decoded_on = decoded_on
         self.lease_id = lease_id or None

@@ -10,8 +10,8 @@ use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DeviceRepr, LaunchConfig,
 use super::peer::SliceCopy;
 use super::{driver, Gpu, PixelDtype};
 use crate::decode::nvdec::Picture;
-use crate::plan::{SamplePlan, TEMPORAL_PATCH_SIZE};
-use crate::preprocess::{ColorConverter, ColorMode, Normalization, TapTable, PATCH_DIM};
+use crate::plan::{PatchGeometry, SamplePlan};
+use crate::preprocess::{ColorConverter, ColorMode, IntTapTable, Normalization, Resize, TapTable};
 use crate::stream::{Range, Rotation, StreamInfo};
 use crate::{Error, Result};
 
@@ -55,12 +55,16 @@ unsafe impl DeviceRepr for ColorArg {}
 const _: () =
     assert!(std::mem::size_of::<SurfaceArg>() == 48 && std::mem::size_of::<ColorArg>() == 100);
 
-/// Tap tables in device memory.
+/// Tap tables in device memory: float weights, or the int16 weights (held as i32) of
+/// torch's uint8 kernel when `precision` > 0. The other array is a one-value
+/// placeholder.
 struct DeviceTaps {
     starts: CudaSlice<i32>,
     counts: CudaSlice<i32>,
     weights: CudaSlice<f32>,
+    int_weights: CudaSlice<i32>,
     max_taps: i32,
+    precision: i32,
 }
 
 impl DeviceTaps {
@@ -69,8 +73,37 @@ impl DeviceTaps {
             starts: stream.clone_htod(&t.starts).map_err(driver)?,
             counts: stream.clone_htod(&t.counts).map_err(driver)?,
             weights: stream.clone_htod(&t.weights).map_err(driver)?,
+            int_weights: stream.clone_htod(&[0i32]).map_err(driver)?,
             max_taps: t.max_taps as i32,
+            precision: 0,
         })
+    }
+
+    fn upload_int(stream: &Arc<CudaStream>, t: &IntTapTable) -> Result<Self> {
+        Ok(Self {
+            starts: stream.clone_htod(&t.starts).map_err(driver)?,
+            counts: stream.clone_htod(&t.counts).map_err(driver)?,
+            weights: stream.clone_htod(&[0f32]).map_err(driver)?,
+            int_weights: stream.clone_htod(&t.weights).map_err(driver)?,
+            max_taps: t.max_taps as i32,
+            precision: t.precision as i32,
+        })
+    }
+
+    /// The taps resizing `in_size` to `out_size` with `resize`'s arithmetic. An
+    /// unchanged size is one tap of weight 1.0 (exact in both: the passes torch skips).
+    fn new(
+        stream: &Arc<CudaStream>,
+        resize: Resize,
+        in_size: usize,
+        out_size: usize,
+    ) -> Result<Self> {
+        match resize {
+            Resize::BicubicUint8 if in_size != out_size => {
+                Self::upload_int(stream, &IntTapTable::new(in_size, out_size))
+            }
+            _ => Self::upload(stream, &TapTable::new(in_size, out_size)),
+        }
     }
 }
 
@@ -83,6 +116,8 @@ pub(super) struct FrameKernels<'a> {
     display: (usize, usize),
     out_size: (usize, usize),
     grid: [usize; 3],
+    geometry: PatchGeometry,
+    normalization: Normalization,
     dtype: PixelDtype,
     h_taps: DeviceTaps,
     v_taps: DeviceTaps,
@@ -123,9 +158,11 @@ impl<'a> FrameKernels<'a> {
             display: (dh, dw),
             out_size: (oh, ow),
             grid: plan.grid_thw,
+            geometry: plan.geometry,
+            normalization: plan.normalization,
             dtype,
-            h_taps: DeviceTaps::upload(&stream, &TapTable::new(dw, ow))?,
-            v_taps: DeviceTaps::upload(&stream, &TapTable::new(dh, oh))?,
+            h_taps: DeviceTaps::new(&stream, plan.resize, dw, ow)?,
+            v_taps: DeviceTaps::new(&stream, plan.resize, dh, oh)?,
             vertical_resize: dh != oh,
             tmp: stream.alloc_zeros(3 * dh * ow).map_err(driver)?,
             color: plan.color,
@@ -153,15 +190,15 @@ impl<'a> FrameKernels<'a> {
                 Some(s) => s,
                 None => self.staging.insert(
                     self.stream
-                        .alloc_zeros(self.slice_rows * PATCH_DIM * self.dtype.size())
+                        .alloc_zeros(
+                            self.slice_rows * self.geometry.patch_dim() * self.dtype.size(),
+                        )
                         .map_err(driver)?,
                 ),
             };
             let staging = staging.device_ptr(&self.stream).0;
-            let (slice, half) = (
-                target.slot / TEMPORAL_PATCH_SIZE,
-                target.slot % TEMPORAL_PATCH_SIZE,
-            );
+            let tps = self.geometry.temporal_patch_size;
+            let (slice, half) = (target.slot / tps, target.slot % tps);
             self.patchify(staging, half)?;
             let _span = tracing::info_span!("peer_copy", slot = target.slot).entered();
             SliceCopy::new(
@@ -169,6 +206,7 @@ impl<'a> FrameKernels<'a> {
                 &target.gpu.ctx,
                 self.slice_rows,
                 self.dtype.size(),
+                self.geometry,
             )
             .frame(&self.stream, staging, target.ptr, slice, half)?;
         }
@@ -273,7 +311,9 @@ impl<'a> FrameKernels<'a> {
             .arg(&self.h_taps.starts)
             .arg(&self.h_taps.counts)
             .arg(&self.h_taps.weights)
+            .arg(&self.h_taps.int_weights)
             .arg(&self.h_taps.max_taps)
+            .arg(&self.h_taps.precision)
             .arg(&out_w)
             .arg(&mut self.tmp);
         // SAFETY: kernel-launch contract: the arguments match convert_resize_h's
@@ -281,7 +321,9 @@ impl<'a> FrameKernels<'a> {
         // this GPU's context, which the stream belongs to. The surface (checked above to
         // be the stream's size) stays mapped until `write` synchronizes the stream, the
         // tap tables live in `self`, and `tmp` holds the 3 × display_h × out_w floats
-        // the grid writes.
+        // the grid writes. With precision > 0 the kernel reads the int weights instead of
+        // the float ones; both arrays hold max_taps values per output column of the
+        // table in use.
         unsafe {
             pass1.launch(LaunchConfig {
                 grid_dim: grid_for(ow, dh),
@@ -299,8 +341,13 @@ impl<'a> FrameKernels<'a> {
         let (dh, _) = self.display;
         let (oh, ow) = self.out_size;
         let (disp_h, out_w, out_h) = (dh as i32, ow as i32, oh as i32);
-        let norm = Normalization::clip();
+        let norm = self.normalization;
         let (grid_h, grid_w) = (self.grid[1] as i32, self.grid[2] as i32);
+        let (patch, merge, temporal) = (
+            self.geometry.patch_size as i32,
+            self.geometry.merge_size as i32,
+            self.geometry.temporal_patch_size as i32,
+        );
         let (resize, bf16) = (
             i32::from(self.vertical_resize),
             i32::from(self.dtype == PixelDtype::Bf16),
@@ -315,7 +362,9 @@ impl<'a> FrameKernels<'a> {
             .arg(&self.v_taps.starts)
             .arg(&self.v_taps.counts)
             .arg(&self.v_taps.weights)
+            .arg(&self.v_taps.int_weights)
             .arg(&self.v_taps.max_taps)
+            .arg(&self.v_taps.precision)
             .arg(&resize)
             .arg(&norm.mean255[0])
             .arg(&norm.mean255[1])
@@ -326,14 +375,18 @@ impl<'a> FrameKernels<'a> {
             .arg(&slot)
             .arg(&grid_h)
             .arg(&grid_w)
+            .arg(&patch)
+            .arg(&merge)
+            .arg(&temporal)
             .arg(&bf16)
             .arg(&out);
         // SAFETY: kernel-launch contract: the arguments match resize_v_patchify's
         // signature in kernels/preprocess.cu, in order and type; the kernel and `tmp`
         // belong to this GPU's context. `out` is a buffer of this GPU: the job's output
         // part (sized for its slices, alive until every worker has joined) or this
-        // worker's one-slice staging buffer (slot 0 or 1), and the grid writes only the
-        // values of slot `slot`, which no other launch writes.
+        // worker's one-slice staging buffer (slot below the temporal patch size), and the
+        // grid writes only the values of slot `slot` (the patch geometry is the plan's,
+        // which sized the buffer), which no other launch writes.
         unsafe {
             pass2.launch(LaunchConfig {
                 grid_dim: grid_for(ow, oh),

@@ -15,8 +15,7 @@ use crate::decode::nvdec::{Picture, Session};
 use crate::decode::{DecodeReport, Disposability, Segment, Wanted};
 use crate::fair::Permit;
 use crate::pipeline::slots_by_frame;
-use crate::plan::{DecodeRange, SamplePlan, TEMPORAL_PATCH_SIZE};
-use crate::preprocess::PATCH_DIM;
+use crate::plan::{DecodeRange, SamplePlan};
 use crate::{Cancel, Error, Result, Video};
 
 /// Gives out the ids that tell requests apart in the session shares.
@@ -51,7 +50,7 @@ impl<'a> Part<'a> {
         let rows = slices.len() * plan.grid_thw[1] * plan.grid_thw[2];
         let buffer = Arc::new(
             stream
-                .alloc_zeros(rows * PATCH_DIM * dtype.size())
+                .alloc_zeros(rows * plan.patch_dim() * dtype.size())
                 .map_err(driver)?,
         );
         let ptr = buffer.device_ptr(&stream).0;
@@ -99,7 +98,8 @@ pub(super) fn decode(
 ) -> Result<DecodeReport> {
     let wanted = Wanted::new(video, &plan.frames);
     let slots = slots_by_frame(plan);
-    let slot_count = plan.frames.len().div_ceil(TEMPORAL_PATCH_SIZE) * TEMPORAL_PATCH_SIZE;
+    let slot_count = plan.slots();
+    let temporal = plan.geometry.temporal_patch_size;
     let sessions: Vec<usize> = decoders.iter().map(|g| g.sessions()).collect();
     let (queues, queue_of, order) = match claims {
         Claims::Shared => (
@@ -134,7 +134,8 @@ pub(super) fn decode(
         cancel,
         report: Mutex::new(DecodeReport::default()),
         written: (0..slot_count).map(|_| AtomicBool::new(false)).collect(),
-        slice_frames: (0..slot_count / TEMPORAL_PATCH_SIZE)
+        temporal,
+        slice_frames: (0..slot_count / temporal)
             .map(|_| AtomicUsize::new(0))
             .collect(),
     };
@@ -205,6 +206,8 @@ struct Job<'a> {
     report: Mutex<DecodeReport>,
     /// Slots whose values are written (and synchronized).
     written: Vec<AtomicBool>,
+    /// Frames per temporal slice (the plan's temporal patch size).
+    temporal: usize,
     /// Frames written per temporal slice.
     slice_frames: Vec<AtomicUsize>,
 }
@@ -304,11 +307,11 @@ impl Job<'_> {
             let targets: Vec<Target<'_>> = slots
                 .iter()
                 .map(|&slot| {
-                    let part = &self.out.parts[self.out.part_of(slot / TEMPORAL_PATCH_SIZE)];
+                    let part = &self.out.parts[self.out.part_of(slot / self.temporal)];
                     Target {
                         gpu: part.gpu,
                         ptr: part.ptr,
-                        slot: slot - part.slices.start * TEMPORAL_PATCH_SIZE,
+                        slot: slot - part.slices.start * self.temporal,
                     }
                 })
                 .collect();
@@ -346,14 +349,14 @@ impl Job<'_> {
         Ok(())
     }
 
-    /// Records a written slot; the second frame of a slice tells `on_slice`.
+    /// Records a written slot; the last frame of a slice tells `on_slice`.
     fn slot_written(&self, slot: usize) {
         if self.written[slot].swap(true, Ordering::AcqRel) {
             return;
         }
-        let slice = slot / TEMPORAL_PATCH_SIZE;
+        let slice = slot / self.temporal;
         let frames = self.slice_frames[slice].fetch_add(1, Ordering::AcqRel) + 1;
-        if frames == TEMPORAL_PATCH_SIZE {
+        if frames == self.temporal {
             if let Some(on_slice) = self.out.on_slice {
                 let p = self.out.part_of(slice);
                 let part = &self.out.parts[p];

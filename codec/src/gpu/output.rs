@@ -10,13 +10,15 @@ use super::{driver, PixelDtype};
 use crate::decode::DecodeReport;
 use crate::Result;
 
-/// Pixel values made on the GPU, `[t·h·w, 1176]` of `dtype`.
+/// Pixel values made on the GPU, `[t·h·w, patch_dim]` of `dtype`.
 pub struct DeviceFrames {
     /// Shared with consumers that started on early slices
     /// ([`PrepareOptions::on_slice`](super::PrepareOptions::on_slice)).
     pub buffer: Arc<CudaSlice<u8>>,
     pub dtype: PixelDtype,
     pub grid_thw: [usize; 3],
+    /// Values per row: the plan's [`SamplePlan::patch_dim`](crate::SamplePlan::patch_dim).
+    pub patch_dim: usize,
     pub report: DecodeReport,
 }
 
@@ -63,10 +65,12 @@ pub struct SplitFrames {
     pub dtype: PixelDtype,
     /// The grid of the whole video.
     pub grid_thw: [usize; 3],
+    /// Values per row: the plan's [`SamplePlan::patch_dim`](crate::SamplePlan::patch_dim).
+    pub patch_dim: usize,
     pub report: DecodeReport,
 }
 
-/// Temporal slices `slices` of a video's pixel values, `[slices·h·w, 1176]`, on GPU
+/// Temporal slices `slices` of a video's pixel values, `[slices·h·w, patch_dim]`, on GPU
 /// `ordinal`.
 pub struct GpuPart {
     pub ordinal: usize,

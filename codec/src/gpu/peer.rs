@@ -5,12 +5,8 @@ use std::sync::{Arc, Mutex};
 use cudarc::driver::{sys, CudaContext, CudaStream};
 
 use super::driver;
-use crate::plan::TEMPORAL_PATCH_SIZE;
-use crate::preprocess::PATCH_DIM;
+use crate::plan::PatchGeometry;
 use crate::Result;
-
-/// Values of one frame in a patch row, per channel: 14 × 14.
-const FRAME_RUN: usize = PATCH_DIM / 3 / TEMPORAL_PATCH_SIZE;
 
 /// Lets `a` and `b` read each other's memory directly (NVLink or PCIe peer-to-peer)
 /// where the hardware allows; returns whether it does. Without peer access the copies
@@ -55,8 +51,9 @@ pub(super) fn enable_peer_access(a: &CudaContext, b: &CudaContext) -> Result<boo
 
 /// Copies a frame's values from a one-slice buffer on one GPU into a temporal slice of
 /// a pixel-values buffer on another. A patch row holds, per channel, the first frame's
-/// 14 × 14 values and then the second's, so one frame's values are 3 runs of 196 per
-/// row at a stride of 392: a 2-D copy of `3 × rows` lines.
+/// P × P values, then the second's and so on (T frames), so one frame's values are 3
+/// runs of P² per row at a stride of T·P² (Qwen2.5-VL: 196 at 392): a 2-D copy of
+/// `3 × rows` lines.
 pub(super) struct SliceCopy {
     from: Arc<CudaContext>,
     to: Arc<CudaContext>,
@@ -64,6 +61,7 @@ pub(super) struct SliceCopy {
     rows: usize,
     /// Bytes per value.
     size: usize,
+    geometry: PatchGeometry,
 }
 
 impl SliceCopy {
@@ -72,17 +70,20 @@ impl SliceCopy {
         to: &Arc<CudaContext>,
         rows: usize,
         size: usize,
+        geometry: PatchGeometry,
     ) -> Self {
         Self {
             from: from.clone(),
             to: to.clone(),
             rows,
             size,
+            geometry,
         }
     }
 
-    /// Enqueues on `stream` (of the source GPU) the copy of frame `half` (0 or 1) of the
-    /// one-slice buffer at `src` into slice `slice` of the buffer at `dst`.
+    /// Enqueues on `stream` (of the source GPU) the copy of frame `half` (below the
+    /// temporal patch size) of the one-slice buffer at `src` into slice `slice` of the
+    /// buffer at `dst`.
     pub(super) fn frame(
         &self,
         stream: &CudaStream,
@@ -91,10 +92,11 @@ impl SliceCopy {
         slice: usize,
         half: usize,
     ) -> Result<()> {
-        let run = FRAME_RUN * self.size;
-        let slice_bytes = self.rows * PATCH_DIM * self.size;
+        let p = self.geometry.patch_size;
+        let run = p * p * self.size;
+        let slice_bytes = self.rows * self.geometry.patch_dim() * self.size;
         let lines = 3 * self.rows;
-        let pitch = TEMPORAL_PATCH_SIZE * run;
+        let pitch = self.geometry.temporal_patch_size * run;
         let copy = sys::CUDA_MEMCPY3D_PEER {
             srcXInBytes: half * run,
             srcY: 0,
@@ -123,10 +125,10 @@ impl SliceCopy {
             Depth: 1,
         };
         // SAFETY: `copy` is fully initialized and read during the call only. `src` is a
-        // one-slice buffer (rows × PATCH_DIM values of `size` bytes) in context `from`,
-        // and `dst` a pixel-values buffer in context `to` holding slice `slice`: the 2-D
-        // copy (3 × rows lines of `run` bytes at a pitch of 2 × run, from column
-        // half × run) stays inside both. The caller keeps both buffers alive until it
+        // one-slice buffer (rows × patch_dim values of `size` bytes) in context `from`,
+        // and `dst` a pixel-values buffer in context `to` holding slice `slice`, both laid
+        // out with this geometry: the 2-D copy (3 × rows lines of `run` bytes at a pitch
+        // of temporal × run, from column half × run, half < temporal) stays inside both. The caller keeps both buffers alive until it
         // synchronizes `stream`, a stream of `from`.
         unsafe { sys::cuMemcpy3DPeerAsync(&copy, stream.cu_stream()) }
             .result()

@@ -50,6 +50,7 @@ impl Gpu {
             buffer,
             dtype: options.dtype,
             grid_thw: plan.grid_thw,
+            patch_dim: plan.patch_dim(),
             report,
         })
     }

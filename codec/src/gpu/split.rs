@@ -7,7 +7,7 @@ use std::sync::Arc;
 use super::output::{GpuPart, SliceReady, SplitFrames};
 use super::prepare::Work;
 use super::{job, Gpu, PixelDtype};
-use crate::plan::{SamplePlan, TEMPORAL_PATCH_SIZE};
+use crate::plan::SamplePlan;
 use crate::{Cancel, Result, Video};
 
 impl Gpu {
@@ -28,7 +28,8 @@ impl Gpu {
         let shares: Vec<usize> = work.decoders.iter().map(|g| g.sessions()).collect();
         let blocks = blocks(&packets, &shares);
         let owner = |slice: usize| -> usize {
-            let f = plan.frames[(slice * TEMPORAL_PATCH_SIZE).min(plan.frames.len() - 1)];
+            let first = slice * plan.geometry.temporal_patch_size;
+            let f = plan.frames[first.min(plan.frames.len() - 1)];
             let p = video.index().frame_packet(f);
             let segment = work
                 .segments
@@ -112,6 +113,7 @@ impl Split<'_> {
             parts: kept,
             dtype,
             grid_thw: plan.grid_thw,
+            patch_dim: plan.patch_dim(),
             report,
         })
     }

@@ -1,5 +1,6 @@
 //! CPU preprocessing with Hugging Face's numerics: YUV → RGB, rotation, bicubic
-//! antialiased resize, rescale + normalize, and the Qwen2.5-VL patch layout.
+//! antialiased resize (float for qwen-vl-utils, uint8 for HF's video processors),
+//! rescale + normalize, and the Qwen-VL patch layout for any patch geometry.
 //!
 //! The CPU path is the reference the GPU kernels are tested against.
 
@@ -11,8 +12,10 @@ pub mod swscale;
 
 pub use color::{ColorConverter, ColorMode, YuvImage, YuvSamples};
 pub use image::{Planes, RgbImage};
-pub use patchify::{write_frame, Normalization, PixelValues, PATCH_DIM};
-pub use resize::{resize_bicubic_aa, resize_planes, TapTable};
+pub use patchify::{write_frame, Normalization, PixelValues};
+pub use resize::{
+    resize_bicubic_aa, resize_bicubic_aa_u8, resize_planes, IntTapTable, Resize, TapTable,
+};
 
 /// Clamps to 0..=255 and rounds to the nearest integer, ties to even (torch's `round()`
 /// before a cast to uint8), without a libm call: adding 2^23 leaves an f32 no fraction

@@ -1,7 +1,9 @@
-//! Bicubic antialiased resize, bit-identical to `torchvision.transforms.functional.resize`
-//! (uint8 → float32 → `F.interpolate(mode="bicubic", antialias=True,
-//! align_corners=False)` → clamp → round) as run by torch 2.11's CPU kernel, which is
-//! what qwen-vl-utils calls.
+//! Bicubic antialiased resizes, bit-identical to torchvision 0.26 on torch 2.11's CPU
+//! kernels, in the two arithmetics the reference processors reach ([`Resize`]):
+//!
+//! **Float** ([`resize_planes`]): `torchvision.transforms.functional.resize` (uint8 →
+//! float32 → `F.interpolate(mode="bicubic", antialias=True, align_corners=False)` →
+//! clamp → round), what qwen-vl-utils calls.
 //!
 //! The kernel is separable (horizontal pass first, a pass skipped when its size does
 //! not change) with Keys' cubic (a = -0.5) stretched by the downscale factor. Two
@@ -11,10 +13,29 @@
 //! - in the tap loop the first 4·⌊(n−1)/4⌋ accumulations after the first tap are
 //!   separate multiply and add (a 4-wide vectorized multiply with in-order adds); the
 //!   remaining ones are fused.
+//!
+//! **Uint8** ([`resize_bicubic_aa_u8`]): `torchvision.transforms.v2.functional.resize`
+//! on a uint8 tensor, what HF's video processors (Qwen3-VL) call. torchvision v2 hands
+//! uint8 straight to torch for bicubic, whose uint8 kernel is integer arithmetic in the
+//! manner of Pillow: the same Keys cubic weights computed in float64, normalized,
+//! scaled to int16 at the largest precision that keeps the biggest weight below 2^15,
+//! then per output `clamp((2^(p−1) + Σ x·w) >> p, 0, 255)`, horizontal pass first into
+//! a uint8 image, then the vertical pass. torch's AVX2 kernel and its generic kernel
+//! give the same bytes (the golden generator checks both).
 
 use multiversion::multiversion;
+use serde::Serialize;
 
 use super::{Planes, RgbImage};
+
+/// The resize arithmetic of a reference processor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Resize {
+    /// torchvision's resize of float32 frames, rounded to uint8 (qwen-vl-utils).
+    BicubicFloat,
+    /// torch's integer kernel on uint8 frames (torchvision v2: HF's video processors).
+    BicubicUint8,
+}
 
 /// Filter taps of one output position.
 #[derive(Clone, Debug, PartialEq)]
@@ -219,6 +240,164 @@ fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     out
 }
 
+/// Keys' cubic with a = -0.5 in float64 (torch's `aa_filter<double>`), in the fused
+/// evaluation order of its x86-64 builds, as the float32 filter. The int16 rounding of
+/// the weights hides the last bit: fused and unfused evaluation gave the same int16
+/// tables for all 217128 (input, output) size pairs probed (inputs 1 to 8000, outputs
+/// multiples of 32 up to 4000).
+fn cubic64(x: f64) -> f64 {
+    const A: f64 = -0.5;
+    let x = x.abs();
+    if x < 1.0 {
+        ((A + 2.0).mul_add(x, -(A + 3.0)) * x).mul_add(x, 1.0)
+    } else if x < 2.0 {
+        A.mul_add(x, -5.0 * A)
+            .mul_add(x, 8.0 * A)
+            .mul_add(x, -4.0 * A)
+    } else {
+        0.0
+    }
+}
+
+/// The int16 filter taps of torch's uint8 antialiased bicubic resize for every output
+/// position (`_compute_index_ranges_int16_weights`), held as i32 for uploading to a
+/// GPU. An unchanged size is a pass torch skips; it is not a table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct IntTapTable {
+    pub starts: Vec<i32>,
+    pub counts: Vec<i32>,
+    /// `max_taps` weights per output position, each within i16.
+    pub weights: Vec<i32>,
+    pub max_taps: usize,
+    /// Fraction bits of the weights.
+    pub precision: u32,
+}
+
+impl IntTapTable {
+    pub fn new(in_size: usize, out_size: usize) -> Self {
+        let scale = in_size as f64 / out_size as f64;
+        // interp_size 4: support (4 · 0.5) · scale when downscaling.
+        let support = if scale >= 1.0 { 2.0 * scale } else { 2.0 };
+        let max_taps = support.ceil() as usize * 2 + 1;
+        let invscale = if scale >= 1.0 { 1.0 / scale } else { 1.0 };
+        let mut starts = Vec::with_capacity(out_size);
+        let mut counts = Vec::with_capacity(out_size);
+        let mut float_weights = vec![0f64; out_size * max_taps];
+        let mut wt_max = 0f64;
+        for i in 0..out_size {
+            let center = scale * (i as f64 + 0.5);
+            let xmin = ((center - support + 0.5) as i64).max(0);
+            let xsize = (((center + support + 0.5) as i64).min(in_size as i64) - xmin)
+                .clamp(0, max_taps as i64) as usize;
+            let w = &mut float_weights[i * max_taps..][..xsize];
+            let mut total = 0f64;
+            for (j, w) in w.iter_mut().enumerate() {
+                *w = cubic64(((j as i64 + xmin) as f64 - center + 0.5) * invscale);
+                total += *w;
+            }
+            if total != 0.0 {
+                for w in w.iter_mut() {
+                    *w /= total;
+                    wt_max = wt_max.max(*w);
+                }
+            }
+            starts.push(xmin as i32);
+            counts.push(xsize as i32);
+        }
+        let mut precision = 0u32;
+        while precision < 22 {
+            let next = (0.5 + wt_max * f64::from(1u32 << (precision + 1))) as i32;
+            if next >= 1 << 15 {
+                break;
+            }
+            precision += 1;
+        }
+        let unit = f64::from(1u32 << precision);
+        let weights = float_weights
+            .iter()
+            .map(|&w| {
+                let v = w * unit;
+                if v < 0.0 {
+                    (-0.5 + v) as i32
+                } else {
+                    (0.5 + v) as i32
+                }
+            })
+            .collect();
+        Self {
+            starts,
+            counts,
+            weights,
+            max_taps,
+            precision,
+        }
+    }
+
+    /// The taps of output position `i`: first input index and weights.
+    fn taps(&self, i: usize) -> (usize, &[i32]) {
+        let n = self.counts[i] as usize;
+        (
+            self.starts[i] as usize,
+            &self.weights[i * self.max_taps..][..n],
+        )
+    }
+
+    /// One output value from its taps' inputs (`x(j)` the j-th input).
+    #[inline(always)]
+    fn apply(&self, weights: &[i32], x: impl Fn(usize) -> u8) -> u8 {
+        let mut acc: i32 = 1 << (self.precision - 1);
+        for (j, &w) in weights.iter().enumerate() {
+            acc += i32::from(x(j)) * w;
+        }
+        (acc >> self.precision).clamp(0, 255) as u8
+    }
+}
+
+/// Resizes an RGB image as torch's uint8 bicubic antialias kernel does
+/// (`tvF.resize(uint8, BICUBIC, antialias=True)` through torchvision v2).
+pub fn resize_bicubic_aa_u8(img: &RgbImage, out_h: usize, out_w: usize) -> RgbImage {
+    let (w, h) = (img.width, img.height);
+    let mut cur = std::borrow::Cow::Borrowed(img);
+    if out_w != w {
+        let t = IntTapTable::new(w, out_w);
+        let mut out = RgbImage::new(out_w, h);
+        for (src, dst) in cur
+            .data
+            .chunks_exact(w * 3)
+            .zip(out.data.chunks_exact_mut(out_w * 3))
+        {
+            for (x, px) in dst.chunks_exact_mut(3).enumerate() {
+                let (start, weights) = t.taps(x);
+                for (c, v) in px.iter_mut().enumerate() {
+                    *v = t.apply(weights, |j| src[(start + j) * 3 + c]);
+                }
+            }
+        }
+        cur = std::borrow::Cow::Owned(out);
+    }
+    if out_h != h {
+        let t = IntTapTable::new(h, out_h);
+        let row = out_w * 3;
+        let mut out = RgbImage::new(out_w, out_h);
+        let mut acc = vec![0i32; row];
+        for (y, dst) in out.data.chunks_exact_mut(row).enumerate() {
+            let (start, weights) = t.taps(y);
+            acc.fill(1 << (t.precision - 1));
+            for (j, &wj) in weights.iter().enumerate() {
+                let src = &cur.data[(start + j) * row..][..row];
+                for (a, &s) in acc.iter_mut().zip(src) {
+                    *a += i32::from(s) * wj;
+                }
+            }
+            for (d, &a) in dst.iter_mut().zip(&acc) {
+                *d = (a >> t.precision).clamp(0, 255) as u8;
+            }
+        }
+        cur = std::borrow::Cow::Owned(out);
+    }
+    cur.into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,6 +436,41 @@ mod tests {
                     );
                 }
             }
+        }
+    }
+
+    #[test]
+    fn int_taps_sum_to_one_in_fixed_point() {
+        for (i, o) in [
+            (320, 196),
+            (240, 256),
+            (1080, 384),
+            (97, 64),
+            (7, 300),
+            (4320, 32),
+        ] {
+            let t = IntTapTable::new(i, o);
+            assert!((1..=22).contains(&t.precision));
+            for x in 0..o {
+                let (start, w) = t.taps(x);
+                assert!(start + w.len() <= i);
+                let sum: i32 = w.iter().sum();
+                assert!(
+                    (sum - (1 << t.precision)).abs() <= w.len() as i32,
+                    "{i}->{o}"
+                );
+                assert!(w.iter().all(|&v| i16::try_from(v).is_ok()));
+            }
+        }
+    }
+
+    #[test]
+    fn constant_images_stay_constant_through_the_uint8_kernel() {
+        let img = RgbImage::from_raw(37, 23, vec![77; 37 * 23 * 3]);
+        for (h, w) in [(23, 20), (50, 37), (11, 90), (64, 64)] {
+            let out = resize_bicubic_aa_u8(&img, h, w);
+            assert_eq!((out.width, out.height), (w, h));
+            assert!(out.data.iter().all(|&v| v == 77), "{h}x{w}");
         }
     }
 

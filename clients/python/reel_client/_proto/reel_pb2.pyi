@@ -150,7 +150,7 @@ class Timings(_message.Message):
     def __init__(self, demux_s: _Optional[float] = ..., decode_preprocess_s: _Optional[float] = ..., encode_s: _Optional[float] = ..., publish_s: _Optional[float] = ..., queue_s: _Optional[float] = ..., total_s: _Optional[float] = ...) -> None: ...
 
 class EmbedResponse(_message.Message):
-    __slots__ = ("tensor", "video_grid_thw", "second_per_grid_ts", "frame_indices", "timestamps", "timings", "decoded_on", "inline_chunk", "last")
+    __slots__ = ("tensor", "video_grid_thw", "second_per_grid_ts", "frame_indices", "timestamps", "timings", "decoded_on", "inline_chunk", "last", "grid_timestamps")
     TENSOR_FIELD_NUMBER: _ClassVar[int]
     VIDEO_GRID_THW_FIELD_NUMBER: _ClassVar[int]
     SECOND_PER_GRID_TS_FIELD_NUMBER: _ClassVar[int]
@@ -160,6 +160,7 @@ class EmbedResponse(_message.Message):
     DECODED_ON_FIELD_NUMBER: _ClassVar[int]
     INLINE_CHUNK_FIELD_NUMBER: _ClassVar[int]
     LAST_FIELD_NUMBER: _ClassVar[int]
+    GRID_TIMESTAMPS_FIELD_NUMBER: _ClassVar[int]
     tensor: TensorDescriptor
     video_grid_thw: _containers.RepeatedScalarFieldContainer[int]
     second_per_grid_ts: _containers.RepeatedScalarFieldContainer[float]
@@ -169,7 +170,8 @@ class EmbedResponse(_message.Message):
     decoded_on: str
     inline_chunk: bytes
     last: bool
-    def __init__(self, tensor: _Optional[_Union[TensorDescriptor, _Mapping]] = ..., video_grid_thw: _Optional[_Iterable[int]] = ..., second_per_grid_ts: _Optional[_Iterable[float]] = ..., frame_indices: _Optional[_Iterable[int]] = ..., timestamps: _Optional[_Iterable[float]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., decoded_on: _Optional[str] = ..., inline_chunk: _Optional[bytes] = ..., last: bool = ...) -> None: ...
+    grid_timestamps: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, tensor: _Optional[_Union[TensorDescriptor, _Mapping]] = ..., video_grid_thw: _Optional[_Iterable[int]] = ..., second_per_grid_ts: _Optional[_Iterable[float]] = ..., frame_indices: _Optional[_Iterable[int]] = ..., timestamps: _Optional[_Iterable[float]] = ..., timings: _Optional[_Union[Timings, _Mapping]] = ..., decoded_on: _Optional[str] = ..., inline_chunk: _Optional[bytes] = ..., last: bool = ..., grid_timestamps: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ReleaseRequest(_message.Message):
     __slots__ = ("lease_id",)
