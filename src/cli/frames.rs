@@ -20,6 +20,11 @@ pub struct FramesArgs {
     pub output: PathBuf,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    /// Preprocess as this model folder's processor does (its config.json and
+    /// video_preprocessor_config.json are read, not its weights) [default: Qwen2.5-VL's,
+    /// qwen-vl-utils].
+    #[arg(long)]
+    pub model: Option<PathBuf>,
     /// Where to decode and preprocess: auto (a GPU when present), cpu, cuda (GPU 0, its
     /// video decoding on every GPU), cuda:N.
     #[arg(long, default_value = "auto")]
@@ -43,7 +48,12 @@ pub fn run(args: FramesArgs) -> anyhow::Result<()> {
     let video =
         Video::open(&args.file).with_context(|| format!("cannot open {}", args.file.display()))?;
     let t_demux = t0.elapsed();
-    let plan = SamplePlan::new(video.info(), video.index(), &args.sampling.options())?;
+    let mut options = args.sampling.options();
+    if let Some(dir) = &args.model {
+        let spec = reel_encoder::ModelSpec::read(dir)?;
+        options.processor = crate::engine::video_processor(&spec)?;
+    }
+    let plan = SamplePlan::new(video.info(), video.index(), &options)?;
     let t1 = Instant::now();
     let prepared = crate::engine::prepare(
         &device,

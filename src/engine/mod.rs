@@ -16,5 +16,5 @@ pub use decode::{codecs, prepare, Pixels};
 pub use device::{threads, Device, DeviceChoice, Devices};
 pub use error::ErrorKind;
 pub use job::{run, EmbeddingCache, Input, Outcome, Want};
-pub use model::{GpuModel, Model, ModelOptions};
+pub use model::{video_processor, GpuModel, Model, ModelOptions};
 pub use values::Values;

@@ -233,16 +233,23 @@ impl ReelService {
         let timeout = deadline(&request);
         let conn = request.extensions().get::<ConnId>().copied();
         let req = request.into_inner();
-        let model = if frames {
-            if !req.model.is_empty() {
-                self.model(&req.model)?;
-            }
-            None
+        // Frames are preprocessed for the named model (empty: the default one, if any).
+        let (model, processor) = if frames {
+            let named = if req.model.is_empty() {
+                self.model("").ok()
+            } else {
+                Some(self.model(&req.model)?)
+            };
+            let models = &self.state.replicas.first().models;
+            (None, named.map(|i| models[i].1.processor.clone()))
         } else {
-            Some(self.model(&req.model)?)
+            (Some(self.model(&req.model)?), None)
         };
         let input = self.input(req.source)?;
-        let options = sampling(req.sampling);
+        let mut options = sampling(req.sampling);
+        if let Some(processor) = processor {
+            options.processor = processor;
+        }
         let Ok(admitted) = state.admitted.clone().try_acquire_owned() else {
             state
                 .metrics
