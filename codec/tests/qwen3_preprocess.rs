@@ -203,18 +203,6 @@ fn plans_of_the_clips_match() {
     }
 }
 
-/// Plans whose CPU decode misses a frame, a decoder issue independent of the processor
-/// (a Qwen2.5-VL plan of explicit frames [0, 33] of the same file fails the same way):
-/// h264_high_opengop.mkv's frame 33 (packet 30, a P picture) ends a decode range
-/// (packets 24..31, an open GOP); FFmpeg's single-threaded H.264 decoder does not
-/// return it at end of stream (nor frame 29), its frame-threaded decoder does.
-/// prepare_cpu gives each segment's decoder threads / segments threads.
-#[cfg(feature = "ffmpeg")]
-const KNOWN_DECODE_FAILURES: [(&str, &str); 2] = [
-    ("h264_high_opengop.mkv", "fps1_min2"),
-    ("h264_high_opengop.mkv", "num_frames_7"),
-];
-
 #[cfg(feature = "ffmpeg")]
 fn sha256_f32(values: &[f32]) -> String {
     let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
@@ -235,21 +223,7 @@ fn pixel_values_from_the_file_are_hfs() {
         for (config_name, config) in clip["configs"].as_object().unwrap() {
             let (_, o) = clip_options(config);
             let plan = SamplePlan::new(video.info(), video.index(), &o).unwrap();
-            let cpu =
-                |threads| reel_codec::pipeline::prepare_cpu(&video, &plan, threads, &Cancel::new());
-            let prepared = if KNOWN_DECODE_FAILURES.contains(&(name.as_str(), config_name.as_str()))
-            {
-                // Still failing single-threaded; frame-threaded decoders deliver it.
-                assert!(
-                    matches!(cpu(2), Err(Error::Decode { .. })),
-                    "{name} {config_name} decodes now: drop it from KNOWN_DECODE_FAILURES"
-                );
-                let segments =
-                    reel_codec::decode::split_at_gops(video.index(), &plan.decode, &plan.frames);
-                cpu(2 * segments.len())
-            } else {
-                cpu(2)
-            };
+            let prepared = reel_codec::pipeline::prepare_cpu(&video, &plan, 2, &Cancel::new());
             let prepared = match prepared {
                 Ok(p) => p,
                 Err(e) => {

@@ -55,6 +55,20 @@ fn open_decoder(video: &Video, threads: usize) -> Result<ff::decoder::Video> {
         count: threads.max(1),
         ..Default::default()
     });
+    if codec == Codec::H264 {
+        // libavcodec's H.264 decoder withholds pictures it does not mark "recovered".
+        // A range starting at an open-GOP I picture (recovery point SEI) recovers when
+        // that picture is output; pictures decoded between it and its output get the
+        // mark when they are output in turn, but older libavcodec (5.x) forgets to
+        // propagate it in the end-of-stream flush. There such a picture yields no
+        // frame, which the send/receive drain takes for the end of the stream, losing
+        // it and every picture delayed behind it: typically a range's last (planned)
+        // frame. Outputting unrecovered pictures is safe here: a range starts at a key
+        // frame and holds every reference its planned frames need (the previous GOP
+        // for leading pictures), and in normal output order one output before its
+        // recovery point carries AV_FRAME_FLAG_CORRUPT. A fresh context has no flags.
+        ctx.set_flags(ff::codec::Flags::OUTPUT_CORRUPT);
+    }
     if let CodecConfig::Av1 { config_record } = video.config() {
         set_extradata(&mut ctx, config_record);
     }
@@ -130,22 +144,35 @@ pub fn decode_range(
         if let Err(e) = decoder.send_packet(&packet) {
             report.errors.push(format!("packet {p}: {e}"));
         }
-        drain(&mut decoder, &mut frame, wanted, &mut report, deliver)?;
+        drain(
+            &mut decoder,
+            &mut frame,
+            wanted,
+            &mut report,
+            deliver,
+            false,
+        )?;
     }
     if let Err(e) = decoder.send_eof() {
         report.errors.push(format!("flush: {e}"));
     }
-    drain(&mut decoder, &mut frame, wanted, &mut report, deliver)?;
+    drain(&mut decoder, &mut frame, wanted, &mut report, deliver, true)?;
     Ok(report)
 }
 
+/// Hands every frame the decoder has ready to `deliver`. `flushing`: end of stream
+/// was sent; then a decoder error ends only that picture, and draining goes on until
+/// the decoder reports the end (libavcodec bounds errors while draining).
 fn drain(
     decoder: &mut ff::decoder::Video,
     frame: &mut ff::frame::Video,
     wanted: &Wanted,
     report: &mut DecodeReport,
     deliver: &mut dyn FnMut(DecodedFrame),
+    flushing: bool,
 ) -> Result<()> {
+    const MAX_FLUSH_ERRORS: usize = 64;
+    let mut flush_errors = 0;
     loop {
         match decoder.receive_frame(frame) {
             Ok(()) => {}
@@ -153,7 +180,11 @@ fn drain(
             Err(ff::Error::Other { errno }) if errno == ff::util::error::EAGAIN => return Ok(()),
             Err(e) => {
                 report.errors.push(format!("decoder: {e}"));
-                return Ok(());
+                flush_errors += 1;
+                if !flushing || flush_errors >= MAX_FLUSH_ERRORS {
+                    return Ok(());
+                }
+                continue;
             }
         }
         let Some(pts) = frame.pts().or_else(|| frame.timestamp()) else {
