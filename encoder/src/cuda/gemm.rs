@@ -34,6 +34,7 @@ struct Shape {
     inp: u64,
     out: u64,
     bias: bool,
+    gelu: bool,
     elem: Elem,
 }
 
@@ -73,6 +74,9 @@ pub(crate) struct Layer {
     pub bias: Option<u64>,
     pub inp: usize,
     pub out: usize,
+    /// Applies cuBLASLt's GELU (tanh form) to `x·wᵀ + bias` in the epilogue, on the f32
+    /// accumulator (needs a bias).
+    pub gelu: bool,
 }
 
 /// cuBLASLt on one stream.
@@ -129,7 +133,11 @@ impl Gemm {
             &0,
         )?;
         if s.bias {
-            let epilogue = sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_BIAS as i32;
+            let epilogue = if s.gelu {
+                sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_GELU_BIAS
+            } else {
+                sys::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_BIAS
+            } as i32;
             set_desc(
                 desc,
                 sys::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_EPILOGUE,
@@ -173,12 +181,19 @@ impl Gemm {
         if rows == 0 {
             return Ok(());
         }
-        let Layer { w, bias, inp, out } = layer;
+        let Layer {
+            w,
+            bias,
+            inp,
+            out,
+            gelu,
+        } = layer;
         let shape = Shape {
             rows: rows as u64,
             inp: inp as u64,
             out: out as u64,
             bias: bias.is_some(),
+            gelu: gelu && bias.is_some(),
             elem,
         };
         let mut cache = self.cache.lock().expect("gemm cache lock");

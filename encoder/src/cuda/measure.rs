@@ -32,6 +32,7 @@ pub fn gemm_peak_tflops(ctx: &Arc<CudaContext>, n: usize) -> Result<f64> {
                 bias: None,
                 inp: n,
                 out: n,
+                gelu: false,
             };
             gemm.linear(Elem::Bf16, layer, ap, cp, n)?;
         }

@@ -543,12 +543,18 @@ impl CudaTower {
     }
 
     fn linear(&self, l: &Linear, x: u64, y: u64, rows: usize) -> Result<()> {
+        self.linear_gelu(l, x, y, rows, false)
+    }
+
+    /// `y = x · wᵀ + b`, then GELU-tanh in cuBLASLt's epilogue when `gelu`.
+    fn linear_gelu(&self, l: &Linear, x: u64, y: u64, rows: usize, gelu: bool) -> Result<()> {
         let s = &self.stream;
         let layer = Layer {
             w: l.w.ptr(s),
             bias: l.b.as_ref().map(|b| b.ptr(s)),
             inp: l.inp,
             out: l.out,
+            gelu,
         };
         self.gemm.linear(self.elem(), layer, x, y, rows)
     }
@@ -912,6 +918,14 @@ impl CudaTower {
                         )?;
                         marks.mark("silu_mul")?;
                         down
+                    }
+                    // bf16: GELU in the GEMM's epilogue, on the f32 accumulator (HF rounds
+                    // to bf16 first: a difference well inside bf16's own error). f32:
+                    // HF's exact sequence, a separate pass.
+                    Mlp::Gelu { fc1, fc2 } if self.dtype == DType::BF16 => {
+                        self.linear_gelu(fc1, h_p + off, act_p, rows, true)?;
+                        marks.mark("fc1_gelu")?;
+                        fc2
                     }
                     Mlp::Gelu { fc1, fc2 } => {
                         self.linear(fc1, h_p + off, act_p, rows)?;
