@@ -132,6 +132,9 @@ pub struct Row {
     pub frame_indices: Vec<usize>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub timestamps: Vec<f64>,
+    /// One time per temporal patch (Qwen3-VL's timestamps).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grid_timestamps: Vec<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub video_grid_thw: Option<[usize; 3]>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -196,6 +199,16 @@ fn shard_key(path: &Path) -> u64 {
         })
 }
 
+/// The sampling flags, with the model folder's processor when a model is given (its
+/// frames are preprocessed as that model's processor does, whatever `--what`).
+fn sampling_options(args: &TranscodeArgs) -> anyhow::Result<reel_codec::SamplingOptions> {
+    let mut options = args.sampling.options();
+    if let Some(dir) = &args.model {
+        options.processor = crate::engine::video_processor(&reel_encoder::ModelSpec::read(dir)?)?;
+    }
+    Ok(options)
+}
+
 /// Identifies what a run stores per video: `--what`, the sampling options, the model and
 /// its dtype (BLAKE3 of their JSON, 16 hex digits).
 fn settings_id(args: &TranscodeArgs) -> String {
@@ -205,7 +218,7 @@ fn settings_id(args: &TranscodeArgs) -> String {
         .map(|m| m.canonicalize().unwrap_or_else(|_| m.clone()));
     let settings = serde_json::json!({
         "what": args.what,
-        "sampling": args.sampling.options(),
+        "sampling": sampling_options(args).unwrap_or_else(|_| args.sampling.options()),
         "model": model,
         "dtype": model.as_ref().map(|_| &args.encoder.dtype),
     });
@@ -434,7 +447,7 @@ pub fn run(args: TranscodeArgs) -> anyhow::Result<std::process::ExitCode> {
         )
         .expect("valid template"),
     );
-    let options = args.sampling.options();
+    let options = sampling_options(&args)?;
     let next = AtomicUsize::new(0);
     let (tx, rx) = mpsc::sync_channel::<Done>(jobs * 2);
     let (mut ok, mut failed, mut skipped, mut frames_sampled, mut video_frames) =
@@ -502,6 +515,7 @@ pub fn run(args: TranscodeArgs) -> anyhow::Result<std::process::ExitCode> {
                         stream: None,
                         frame_indices: Vec::new(),
                         timestamps: Vec::new(),
+                        grid_timestamps: Vec::new(),
                         video_grid_thw: None,
                         second_per_grid_t: None,
                         shard: None,
@@ -551,6 +565,12 @@ pub fn run(args: TranscodeArgs) -> anyhow::Result<std::process::ExitCode> {
                         vec![plan.timestamps.len()],
                         f64_bytes(&plan.timestamps),
                     );
+                    add(
+                        "grid_timestamps",
+                        Dtype::F64,
+                        vec![plan.group_timestamps.len()],
+                        f64_bytes(&plan.group_timestamps),
+                    );
                     writer.add(
                         Row {
                             source,
@@ -562,6 +582,7 @@ pub fn run(args: TranscodeArgs) -> anyhow::Result<std::process::ExitCode> {
                             stream: Some(p.stream),
                             frame_indices: plan.frames.clone(),
                             timestamps: plan.timestamps.clone(),
+                            grid_timestamps: plan.group_timestamps.clone(),
                             video_grid_thw: Some(plan.grid_thw),
                             second_per_grid_t: Some(plan.second_per_grid_t),
                             shard: None,
