@@ -84,20 +84,7 @@ impl VisionConfig {
 
     /// Parses a `config.json` value (full Qwen2.5-VL config or bare vision config).
     pub fn from_json(value: &Value) -> Result<Self> {
-        let root = value.as_object().ok_or_else(|| Error::Json {
-            path: "config.json".into(),
-            message: "top level is not an object".into(),
-        })?;
-        let v = match root.get("vision_config") {
-            Some(Value::Object(v)) => v,
-            Some(_) => {
-                return Err(Error::InvalidConfig {
-                    key: "vision_config",
-                    message: "not an object".into(),
-                })
-            }
-            None => root,
-        };
+        let v = vision_section(value)?;
         let cfg = VisionConfig {
             kind: TowerKind::Qwen2_5Vl,
             depth: req_usize(v, "depth")?,
@@ -351,6 +338,23 @@ impl VisionConfig {
             "tokens_per_second": tps,
             "temporal_patch_size": self.temporal_patch_size,
         })
+    }
+}
+
+/// The tower's keys of a `config.json` value: its `vision_config` object, or the whole
+/// object for a bare vision config.
+pub(crate) fn vision_section(value: &Value) -> Result<&Map<String, Value>> {
+    let root = value.as_object().ok_or_else(|| Error::Json {
+        path: "config.json".into(),
+        message: "top level is not an object".into(),
+    })?;
+    match root.get("vision_config") {
+        Some(Value::Object(v)) => Ok(v),
+        Some(_) => Err(Error::InvalidConfig {
+            key: "vision_config",
+            message: "not an object".into(),
+        }),
+        None => Ok(root),
     }
 }
 

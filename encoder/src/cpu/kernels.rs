@@ -148,6 +148,14 @@ fn silu_mul_row<T: Elem>(o: &mut [T], g: &[f32], u: &[f32], bg: &[f32], bu: &[f3
 
 /// Exact GELU (`nn.GELU()`, erf form) of `T(y + bias)`, computed in f32.
 pub(crate) fn gelu_erf<T: Elem>(y: &[f32], bias: &[f32]) -> Vec<T> {
+    map_biased::<T>(y, bias, |v| {
+        let e = candle_core::cpu::erf::erf_f32(v * std::f32::consts::FRAC_1_SQRT_2);
+        v * 0.5 * (1.0 + e)
+    })
+}
+
+/// `T(f(T(y + bias)))` element-wise over rows of `bias.len()` values (parallel).
+fn map_biased<T: Elem>(y: &[f32], bias: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<T> {
     let w = bias.len();
     let mut out = vec![T::from_f32(0.0); y.len()];
     out.par_chunks_mut(ROW_CHUNK * w)
@@ -155,9 +163,7 @@ pub(crate) fn gelu_erf<T: Elem>(y: &[f32], bias: &[f32]) -> Vec<T> {
         .for_each(|(o, y)| {
             for (o, y) in o.chunks_exact_mut(w).zip(y.chunks_exact(w)) {
                 for ((o, &y), &b) in o.iter_mut().zip(y).zip(bias) {
-                    let v = T::round(y + b);
-                    let e = candle_core::cpu::erf::erf_f32(v * std::f32::consts::FRAC_1_SQRT_2);
-                    *o = T::from_f32(v * 0.5 * (1.0 + e));
+                    *o = T::from_f32(f(T::round(y + b)));
                 }
             }
         });
@@ -198,20 +204,10 @@ pub(crate) fn layer_norm<T: Elem>(x: &[T], w: &[T], b: &[T], eps: f32) -> Vec<T>
 pub(crate) fn gelu_tanh<T: Elem>(y: &[f32], bias: &[f32]) -> Vec<T> {
     const BETA: f32 = std::f32::consts::SQRT_2 * std::f32::consts::FRAC_2_SQRT_PI * 0.5;
     const KAPPA: f32 = 0.044715;
-    let w = bias.len();
-    let mut out = vec![T::from_f32(0.0); y.len()];
-    out.par_chunks_mut(ROW_CHUNK * w)
-        .zip(y.par_chunks(ROW_CHUNK * w))
-        .for_each(|(o, y)| {
-            for (o, y) in o.chunks_exact_mut(w).zip(y.chunks_exact(w)) {
-                for ((o, &y), &b) in o.iter_mut().zip(y).zip(bias) {
-                    let x = T::round(y + b);
-                    let inner = BETA * (x + KAPPA * (x * x * x));
-                    *o = T::from_f32(0.5 * x * (1.0 + inner.tanh()));
-                }
-            }
-        });
-    out
+    map_biased::<T>(y, bias, |x| {
+        let inner = BETA * (x + KAPPA * (x * x * x));
+        0.5 * x * (1.0 + inner.tanh())
+    })
 }
 
 /// Adds the interpolated position table to `x` in place (Qwen3-VL):

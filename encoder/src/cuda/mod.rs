@@ -47,6 +47,10 @@ const MLP_ROWS: usize = 32768;
 const INTER_ALIGN: usize = 64;
 /// Queries per attention block (ATT_TILE in vision.cu).
 const ATT_TILE: usize = 64;
+/// Keys per shared-memory tile of the flash kernels (KEYS of `FA_ENTRY` in vision.cu).
+/// Segments of at most this many tokens (Qwen2.5-VL's 64-token windows: one key tile)
+/// keep `attention_tc*`, which has no pipeline to fill.
+const FA_KEYS: usize = 64;
 
 /// Launches `f` on the tower's stream with the given arguments.
 macro_rules! launch {
@@ -130,9 +134,92 @@ struct Kernels {
     gelu_tanh: CudaFunction,
     pos_embed_add: CudaFunction,
     pack_columns: CudaFunction,
-    attention: CudaFunction,
-    /// Threads per attention block: 4 warps of 16 queries (tensor cores) or one per query.
-    attention_threads: u32,
+    /// f32, and bf16 segments of at most `FA_KEYS` tokens: `attention{d}` (one thread per
+    /// query) or `attention_tc{d}` (4 warps of 16 queries).
+    attention: Attention,
+    /// bf16 segments longer than `FA_KEYS`: `attention_fa{d}_q128` and `_q64`.
+    attention_fa: Option<[Attention; 2]>,
+    /// Streaming multiprocessors of the GPU (picks q128 or q64).
+    sms: usize,
+}
+
+/// An attention kernel and its launch shape: grid (query tiles, heads), `threads` per block,
+/// `smem` bytes of dynamic shared memory, `queries` per tile.
+struct Attention {
+    f: CudaFunction,
+    queries: usize,
+    threads: u32,
+    smem: u32,
+}
+
+impl Attention {
+    /// `attention_fa{hd}_q{queries}_bf16` (vision.cu, `FA_ENTRY`): 4 warps; dynamic shared
+    /// memory `FA_SMEM` = (Q rows when Q is staged in shared memory (head_dim 128 at 128
+    /// queries) + 2 stages × (K + V) × 64 keys) × the padded row (head_dim rounded up to an
+    /// odd number of 16-byte vectors) × 2 bytes. Above 48 KB the function's limit is raised;
+    /// `None` when the GPU cannot give that much to a block.
+    fn flash(
+        module: &Arc<cudarc::driver::CudaModule>,
+        ctx: &CudaContext,
+        hd: usize,
+        queries: usize,
+    ) -> Result<Option<Self>> {
+        use cudarc::driver::sys::{CUdevice_attribute as D, CUfunction_attribute as F};
+        let ld = if (hd / 8) % 2 == 1 { hd } else { hd + 8 };
+        let q_rows = if hd == 128 && queries == 128 {
+            queries
+        } else {
+            0
+        };
+        let smem = (q_rows + 4 * FA_KEYS) * ld * 2;
+        let optin = ctx
+            .attribute(D::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
+            .map_err(cuda)?;
+        if smem > optin.max(0) as usize {
+            return Ok(None);
+        }
+        let f = module
+            .load_function(&format!("attention_fa{hd}_q{queries}_bf16"))
+            .map_err(cuda)?;
+        if smem > 48 << 10 {
+            f.set_attribute(
+                F::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                smem as i32,
+            )
+            .map_err(cuda)?;
+        }
+        Ok(Some(Self {
+            f,
+            queries,
+            threads: 128,
+            smem: smem as u32,
+        }))
+    }
+}
+
+impl Kernels {
+    /// The attention kernel for the segments of `cu` (`heads` heads): `attention_tc*` (or
+    /// f32) when no segment is longer than one key tile; else the flash kernel with 128
+    /// queries per block (2 blocks of 4 warps per SM at ~240 registers) when that gives
+    /// at least one full wave of blocks, 64 queries (3 blocks per SM) when it does not.
+    fn attention_for(&self, cu: &[usize], heads: usize) -> &Attention {
+        let longest = cu.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
+        match &self.attention_fa {
+            Some([q128, q64]) if longest > FA_KEYS => {
+                let blocks: usize = cu
+                    .windows(2)
+                    .map(|w| (w[1] - w[0]).div_ceil(q128.queries))
+                    .sum::<usize>()
+                    * heads;
+                if blocks >= 2 * self.sms {
+                    q128
+                } else {
+                    q64
+                }
+            }
+            _ => &self.attention,
+        }
+    }
 }
 
 /// Element type of device pixel values handed to [`CudaTower::encode_device`].
@@ -344,12 +431,35 @@ impl CudaTower {
             gelu_tanh: f(format!("gelu_tanh_{suffix}"))?,
             pos_embed_add: f(format!("pos_embed_add_{suffix}"))?,
             pack_columns: f(format!("pack_columns_{suffix}"))?,
-            attention: f(format!("{attention}_{suffix}"))?,
-            attention_threads: if dtype == DType::BF16 {
-                128
-            } else {
-                ATT_TILE as u32
+            attention: Attention {
+                f: f(format!("{attention}_{suffix}"))?,
+                queries: ATT_TILE,
+                threads: if dtype == DType::BF16 {
+                    128
+                } else {
+                    ATT_TILE as u32
+                },
+                smem: 0,
             },
+            attention_fa: match dtype {
+                DType::BF16 => {
+                    let hd = cfg.head_dim();
+                    match (
+                        Attention::flash(&module, &ctx, hd, 128)?,
+                        Attention::flash(&module, &ctx, hd, 64)?,
+                    ) {
+                        (Some(a), Some(b)) => Some([a, b]),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            },
+            sms: ctx
+                .attribute(
+                    cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
+                )
+                .map_err(cuda)?
+                .max(1) as usize,
         };
         let up = |t: &HostTensor| -> Result<Buf> {
             Ok(Buf(stream.clone_htod(&host_bytes(t)).map_err(cuda)?))
@@ -658,11 +768,12 @@ impl CudaTower {
         )
     }
 
-    /// Query tiles of the segments in `cu`: (segment start, segment end, first query).
-    fn tiles(cu: &[usize]) -> Vec<i32> {
+    /// Query tiles of `queries` queries of the segments in `cu`: (segment start, segment
+    /// end, first query).
+    fn tiles(cu: &[usize], queries: usize) -> Vec<i32> {
         let mut out = Vec::new();
         for w in cu.windows(2) {
-            for q in (w[0]..w[1]).step_by(ATT_TILE) {
+            for q in (w[0]..w[1]).step_by(queries) {
                 out.extend([w[0] as i32, w[1] as i32, q as i32]);
             }
         }
@@ -751,8 +862,10 @@ impl CudaTower {
         let rope = plan.rope_table(cfg);
         let cos = s.clone_htod(&rope.cos).map_err(cuda)?;
         let sin = s.clone_htod(&rope.sin).map_err(cuda)?;
-        let window_tiles = Self::tiles(&plan.cu_window_seqlens);
-        let full_tiles = Self::tiles(&plan.cu_seqlens);
+        let window_att = self.k.attention_for(&plan.cu_window_seqlens, heads);
+        let full_att = self.k.attention_for(&plan.cu_seqlens, heads);
+        let window_tiles = Self::tiles(&plan.cu_window_seqlens, window_att.queries);
+        let full_tiles = Self::tiles(&plan.cu_seqlens, full_att.queries);
         let window_tiles_d = s.clone_htod(&window_tiles).map_err(cuda)?;
         let full_tiles_d = s.clone_htod(&full_tiles).map_err(cuda)?;
         let (order_p, _o) = order.device_ptr(s);
@@ -870,26 +983,17 @@ impl CudaTower {
                 &hd_i
             )?;
             marks.mark("rope")?;
-            let (tiles_p, ntiles) = if blk.full_attention {
-                (ft_p, full_tiles.len() / 3)
+            let (att, tiles_p, ntiles) = if blk.full_attention {
+                (full_att, ft_p, full_tiles.len() / 3)
             } else {
-                (wt_p, window_tiles.len() / 3)
+                (window_att, wt_p, window_tiles.len() / 3)
             };
             let att_cfg = LaunchConfig {
                 grid_dim: (ntiles as u32, heads as u32, 1),
-                block_dim: (self.k.attention_threads, 1, 1),
-                shared_mem_bytes: 0,
+                block_dim: (att.threads, 1, 1),
+                shared_mem_bytes: att.smem,
             };
-            launch!(
-                self,
-                &self.k.attention,
-                att_cfg,
-                &qkv_p,
-                &attn_p,
-                &tiles_p,
-                &heads_i,
-                &scale
-            )?;
+            launch!(self, &att.f, att_cfg, &qkv_p, &attn_p, &tiles_p, &heads_i, &scale)?;
             marks.mark("attention")?;
             self.linear(&blk.proj, attn_p, delta_p, n)?;
             marks.mark("proj")?;

@@ -13,7 +13,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use super::{build_tower, Family, Preprocessing, ProcessorConfig, Qwen3VideoSampling, Sampling};
-use crate::config::{opt_f64, opt_usize, TowerKind, VisionConfig};
+use crate::config::{opt_f64, opt_usize, vision_section, TowerKind, VisionConfig};
 use crate::error::{Error, Result};
 
 /// Qwen3-VL and Qwen3-VL-MoE: the tower with deepstack mergers.
@@ -68,20 +68,7 @@ fn vision_config_without_deepstack(config: &Value) -> Result<VisionConfig> {
 /// `deepstack_visual_indexes` (Qwen3.5 checkpoints ship `[]`; its config class has no
 /// such field).
 fn vision_config(config: &Value, deepstack: bool) -> Result<VisionConfig> {
-    let root = config.as_object().ok_or_else(|| Error::Json {
-        path: "config.json".into(),
-        message: "top level is not an object".into(),
-    })?;
-    let v = match root.get("vision_config") {
-        Some(Value::Object(v)) => v,
-        Some(_) => {
-            return Err(Error::InvalidConfig {
-                key: "vision_config",
-                message: "not an object".into(),
-            })
-        }
-        None => root,
-    };
+    let v = vision_section(config)?;
     let usize_or = |key: &'static str, default: usize| -> Result<usize> {
         Ok(opt_usize(v, key)?.unwrap_or(default))
     };
