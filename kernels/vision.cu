@@ -539,6 +539,347 @@ extern "C" __global__ void __launch_bounds__(TC_WARPS * 32)
     attention_tc<128>(qkv, out, tiles, heads, scale);
 }
 
+// FlashAttention-2-class varlen attention, bf16 on tensor cores (sm_80+), for segments
+// longer than one key tile (the per-slice full attention; 64-token windows keep
+// `attention_tc*`). Same tiles (segment start, segment end, first query), same math as
+// `attention_tc`: S = Q·Kᵀ and O += P·V on mma.sync (bf16 in, f32 accumulate), online
+// softmax in f32, P rounded to bf16 for P·V, row sums from the f32 P, O / l rounded to bf16.
+// One block = one head × QR = NW·16·MT queries: NW warps of MT m-tiles (16 rows each), so
+// every K/V fragment read from shared memory feeds MT MMAs. K/V tiles of KEYS keys are
+// double-buffered in dynamic shared memory and loaded with cp.async (zero-filled past the
+// segment) while the previous tile is computed: one barrier per tile. Fragments come from
+// ldmatrix (.trans for V); rows are HD rounded up to an odd number of 16-byte vectors
+// (conflict-free ldmatrix). Q stays in registers (QS = false) or, for large HD, in shared
+// memory, read with ldmatrix per tile (QS = true, as FA2 does for head_dim 128).
+// head_dim 72 (= 4·16 + 8): Q·Kᵀ runs four m16n8k16 chunks and one m16n8k8, so nothing is
+// padded and global memory is read only up to HD; O has HD/8 n-tiles (9).
+// Softmax: exponentials are ex2(s·scale·log2e − m·scale·log2e) (one FMA each); the row
+// maximum m a warp subtracts is updated only when some row's maximum grew by more than
+// 2^8 (then O and l are rescaled): between updates P ≤ 256, which changes no result in f32
+// (softmax is shift-invariant; bf16 rounding of P is relative) and skips the O rescale on
+// almost every tile.
+// Grid (tiles, heads), block NW·32 threads, dynamic shared memory FA_SMEM(...) bytes
+// (encoder/src/cuda/mod.rs computes the same; the kernel traps if given less).
+extern __shared__ __align__(16) unsigned char fa_smem[];
+
+__device__ __forceinline__ unsigned int cvt_bf16x2(float lo, float hi) {
+    unsigned int r;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;\n" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+__device__ __forceinline__ float ex2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+    return y;
+}
+__device__ __forceinline__ void mma_bf16_k8(float* d, unsigned int a0, unsigned int a1, unsigned int b0) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k8.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5}, {%6}, {%0,%1,%2,%3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a0), "r"(a1), "r"(b0));
+}
+__device__ __forceinline__ void ldsm_x4(unsigned int* r, unsigned int addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+__device__ __forceinline__ void ldsm_x4_t(unsigned int* r, unsigned int addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+__device__ __forceinline__ void ldsm_x2_t(unsigned int* r, unsigned int addr) {
+    asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0,%1}, [%2];\n"
+                 : "=r"(r[0]), "=r"(r[1])
+                 : "r"(addr));
+}
+// 16 bytes global → shared, bypassing L1; zero-filled when !valid (gmem is then not read).
+__device__ __forceinline__ void cp_async16(unsigned int saddr, const void* gmem, bool valid) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(saddr), "l"(gmem), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+__device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_group 0;\n" ::: "memory"); }
+
+// Shared row length (bf16 elements): HD rounded up to an odd number of 16-byte vectors.
+#define FA_LD(HD) ((((HD) / 8) % 2 == 1) ? (HD) : (HD) + 8)
+// Dynamic shared memory (bytes): Q (QS) + 2 stages × (K + V).
+#define FA_SMEM(HD, QR, KEYS, QS) ((((QS) ? (QR) : 0) + 4 * (KEYS)) * FA_LD(HD) * 2)
+
+template <int HD, int NW, int MT, int KEYS, bool QS>
+__device__ __forceinline__ void attention_fa(const bf16_t* __restrict__ qkv, bf16_t* __restrict__ out,
+                                             const int* __restrict__ tiles, int heads, float scale) {
+    static_assert(HD % 8 == 0 && KEYS % 32 == 0, "head_dim must be a multiple of 8, KEYS of 32");
+    static_assert(!QS || HD % 16 == 0, "Q in shared memory needs whole k-chunks");
+    constexpr int KC = HD / 16;             // m16n8k16 chunks of Q·Kᵀ
+    constexpr bool K8 = HD % 16 != 0;       // plus one m16n8k8 chunk (HD 72)
+    constexpr int NT = HD / 8;              // n-tiles of O
+    constexpr int SN = KEYS / 8;            // n-tiles of S
+    constexpr int LD = FA_LD(HD);
+    constexpr int QR = NW * 16 * MT;        // queries per block
+    constexpr int THREADS = NW * 32;
+    constexpr int TILE_B = KEYS * LD * 2;   // bytes of one K or V tile
+    constexpr int Q_B = QS ? QR * LD * 2 : 0;
+    constexpr int SMEM = FA_SMEM(HD, QR, KEYS, QS);
+    static_assert(SMEM == Q_B + 4 * TILE_B, "FA_SMEM");
+    {
+        unsigned int dyn;
+        asm("mov.u32 %0, %%dynamic_smem_size;\n" : "=r"(dyn));
+        if (dyn < (unsigned int)SMEM) __trap();  // launched with too little shared memory
+    }
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+    const int g = lane >> 2, t = lane & 3;
+    const int tile = blockIdx.x, head = blockIdx.y;
+    const int seg_start = tiles[3 * tile], seg_end = tiles[3 * tile + 1], q0 = tiles[3 * tile + 2];
+    const long long stride = 3LL * heads * HD;
+    const bf16_t* qb = qkv + (long long)head * HD;
+    const bf16_t* kb = qb + (long long)heads * HD;
+    const bf16_t* vb = kb + (long long)heads * HD;
+    const unsigned int sq = (unsigned int)__cvta_generic_to_shared(fa_smem);
+    const unsigned int skv = sq + Q_B;  // stage s: K at skv + 2·s·TILE_B, V after it
+    const int ntiles = (seg_end - seg_start + KEYS - 1) / KEYS;
+
+    // K and V rows [kt, kt + KEYS) of the segment into a stage (zeros past its end).
+    auto load_kv = [&](int it, int stage) {
+        const int kt = seg_start + it * KEYS, nk = seg_end - kt;
+        const unsigned int sk = skv + stage * 2 * TILE_B;
+#pragma unroll 1
+        for (int e = tid; e < KEYS * (HD / 8); e += THREADS) {
+            const int j = e / (HD / 8), c8 = (e % (HD / 8)) * 8;
+            const bool ok = j < nk;
+            const long long off = (long long)(ok ? kt + j : seg_start) * stride + c8;
+            const unsigned int so = (j * LD + c8) * 2;
+            cp_async16(sk + so, kb + off, ok);
+            cp_async16(sk + TILE_B + so, vb + off, ok);
+        }
+    };
+
+    // Q: registers (rows g, g+8 of each m-tile; zero past the segment) or shared memory.
+    const int wq = q0 + warp * 16 * MT;  // this warp's first query
+    unsigned int qa[QS ? 1 : MT][QS ? 1 : KC + K8][4];
+    if constexpr (QS) {
+#pragma unroll
+        for (int e = tid; e < QR * (HD / 8); e += THREADS) {
+            const int j = e / (HD / 8), c8 = (e % (HD / 8)) * 8;
+            const bool ok = q0 + j < seg_end;
+            cp_async16(sq + (j * LD + c8) * 2, qb + (long long)(ok ? q0 + j : seg_start) * stride + c8, ok);
+        }
+    } else {
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+            const int r0 = wq + mt * 16 + g, r1 = r0 + 8;
+            const bf16_t* p0 = qb + (long long)r0 * stride + t * 2;
+            const bf16_t* p1 = qb + (long long)r1 * stride + t * 2;
+#pragma unroll
+            for (int c = 0; c < KC + K8; ++c) {
+                const bool hi = c < KC;  // a k16 chunk (else the k8 tail: a0, a1 only)
+                qa[mt][c][0] = r0 < seg_end ? *(const unsigned int*)(p0 + c * 16) : 0u;
+                qa[mt][c][1] = r1 < seg_end ? *(const unsigned int*)(p1 + c * 16) : 0u;
+                qa[mt][c][2] = hi && r0 < seg_end ? *(const unsigned int*)(p0 + c * 16 + 8) : 0u;
+                qa[mt][c][3] = hi && r1 < seg_end ? *(const unsigned int*)(p1 + c * 16 + 8) : 0u;
+            }
+        }
+    }
+    load_kv(0, 0);
+    cp_async_commit();
+
+    // ldmatrix lane offsets (bytes). A-style (Q; V.trans): row (lane & 7) + 8·bit3, column
+    // 8·bit4. K (B of Q·Kᵀ, two n-tiles of one k-chunk): key (lane & 7) + 8·bit4, column
+    // 8·bit3. K for the k8 tail (four n-tiles): key lane, column HD − 8. V x2 (odd NT):
+    // key lane & 15.
+    const unsigned int a_off = (((lane & 7) + ((lane >> 3) & 1) * 8) * LD + (lane >> 4) * 8) * 2;
+    const unsigned int k_off = (((lane & 7) + (lane >> 4) * 8) * LD + ((lane >> 3) & 1) * 8) * 2;
+    const unsigned int k8_off = (lane * LD + (HD - 8)) * 2;
+    const unsigned int v2_off = ((lane & 15) * LD + (NT - 1) * 8) * 2;
+    const unsigned int q_off = sq + warp * 16 * MT * LD * 2 + a_off;
+
+    float o[MT][NT][4];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+        for (int n = 0; n < NT; ++n) o[mt][n][0] = o[mt][n][1] = o[mt][n][2] = o[mt][n][3] = 0.0f;
+    // Per row (m-tile, g / g+8): the subtracted maximum (raw score units) and the partial
+    // row sum of this thread's columns.
+    float m[MT][2], l[MT][2];
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) m[mt][0] = m[mt][1] = -__int_as_float(0x7f800000), l[mt][0] = l[mt][1] = 0.0f;
+    const float sl2 = scale * 1.4426950408889634f;  // exp(x·scale) = exp2(x·scale·log2 e)
+
+    for (int it = 0; it < ntiles; ++it) {
+        cp_async_wait_all();
+        __syncthreads();  // tile it is in shared memory; everyone is done with tile it − 1
+        if (it + 1 < ntiles) load_kv(it + 1, (it + 1) & 1);
+        cp_async_commit();
+        const unsigned int sk = skv + (it & 1) * 2 * TILE_B, sv = sk + TILE_B;
+
+        // S = Q·Kᵀ
+        float s[MT][SN][4];
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+            for (int n = 0; n < SN; ++n) s[mt][n][0] = s[mt][n][1] = s[mt][n][2] = s[mt][n][3] = 0.0f;
+#pragma unroll
+        for (int c = 0; c < KC; ++c) {
+            unsigned int qf[MT][4];
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt) {
+                if constexpr (QS) {
+                    ldsm_x4(qf[mt], q_off + mt * 16 * LD * 2 + c * 32);
+                } else {
+#pragma unroll
+                    for (int i = 0; i < 4; ++i) qf[mt][i] = qa[mt][c][i];
+                }
+            }
+#pragma unroll
+            for (int np = 0; np < SN / 2; ++np) {
+                unsigned int b[4];
+                ldsm_x4(b, sk + np * 16 * LD * 2 + k_off + c * 32);
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt) {
+                    mma_bf16(s[mt][2 * np], qf[mt], b[0], b[1]);
+                    mma_bf16(s[mt][2 * np + 1], qf[mt], b[2], b[3]);
+                }
+            }
+        }
+        if constexpr (K8) {
+#pragma unroll
+            for (int nq = 0; nq < SN / 4; ++nq) {
+                unsigned int b[4];
+                ldsm_x4(b, sk + nq * 32 * LD * 2 + k8_off);
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+                    for (int i = 0; i < 4; ++i) mma_bf16_k8(s[mt][4 * nq + i], qa[mt][KC][0], qa[mt][KC][1], b[i]);
+            }
+        }
+        // Keys past the segment (last tile only): −inf.
+        const int nk = seg_end - (seg_start + it * KEYS);
+        if (nk < KEYS) {
+#pragma unroll
+            for (int n = 0; n < SN; ++n)
+#pragma unroll
+                for (int i = 0; i < 2; ++i)
+                    if (n * 8 + t * 2 + i >= nk)
+#pragma unroll
+                        for (int mt = 0; mt < MT; ++mt) s[mt][n][i] = s[mt][n][2 + i] = -__int_as_float(0x7f800000);
+        }
+        // Row maxima of this tile (the quad of a row holds its 2·SN columns).
+        float mx[MT][2];
+        bool grow = false;
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+            mx[mt][0] = m[mt][0];
+            mx[mt][1] = m[mt][1];
+#pragma unroll
+            for (int n = 0; n < SN; ++n) {
+                mx[mt][0] = fmaxf(mx[mt][0], fmaxf(s[mt][n][0], s[mt][n][1]));
+                mx[mt][1] = fmaxf(mx[mt][1], fmaxf(s[mt][n][2], s[mt][n][3]));
+            }
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                mx[mt][h] = fmaxf(mx[mt][h], __shfl_xor_sync(0xffffffffu, mx[mt][h], 1));
+                mx[mt][h] = fmaxf(mx[mt][h], __shfl_xor_sync(0xffffffffu, mx[mt][h], 2));
+                grow |= (mx[mt][h] - m[mt][h]) * sl2 > 8.0f;  // true while m is −inf
+            }
+        }
+        if (__any_sync(0xffffffffu, grow)) {
+#pragma unroll
+            for (int mt = 0; mt < MT; ++mt)
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    const float alpha = ex2((m[mt][h] - mx[mt][h]) * sl2);  // 0 on the first tile
+                    m[mt][h] = mx[mt][h];
+                    l[mt][h] *= alpha;
+#pragma unroll
+                    for (int n = 0; n < NT; ++n) {
+                        o[mt][n][2 * h] *= alpha;
+                        o[mt][n][2 * h + 1] *= alpha;
+                    }
+                }
+        }
+        // P = exp2(s·sl2 − m·sl2) (f32 row sums), rounded to bf16 pairs: the A fragments of P·V.
+        unsigned int p[MT][SN][2];
+#pragma unroll
+        for (int mt = 0; mt < MT; ++mt) {
+            const float ms0 = m[mt][0] * sl2, ms1 = m[mt][1] * sl2;
+#pragma unroll
+            for (int n = 0; n < SN; ++n) {
+                const float e0 = ex2(fmaf(s[mt][n][0], sl2, -ms0)), e1 = ex2(fmaf(s[mt][n][1], sl2, -ms0));
+                const float e2 = ex2(fmaf(s[mt][n][2], sl2, -ms1)), e3 = ex2(fmaf(s[mt][n][3], sl2, -ms1));
+                l[mt][0] += e0 + e1;
+                l[mt][1] += e2 + e3;
+                p[mt][n][0] = cvt_bf16x2(e0, e1);
+                p[mt][n][1] = cvt_bf16x2(e2, e3);
+            }
+        }
+        // O += P·V: k-chunks of 16 keys, V fragments by ldmatrix.trans (two n-tiles each).
+#pragma unroll
+        for (int kc = 0; kc < KEYS / 16; ++kc) {
+            const unsigned int vrow = sv + kc * 16 * LD * 2;
+#pragma unroll
+            for (int np = 0; np < NT / 2; ++np) {
+                unsigned int b[4];
+                ldsm_x4_t(b, vrow + a_off + np * 32);
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt) {
+                    const unsigned int pa[4] = {p[mt][2 * kc][0], p[mt][2 * kc][1], p[mt][2 * kc + 1][0],
+                                                p[mt][2 * kc + 1][1]};
+                    mma_bf16(o[mt][2 * np], pa, b[0], b[1]);
+                    mma_bf16(o[mt][2 * np + 1], pa, b[2], b[3]);
+                }
+            }
+            if constexpr (NT % 2 == 1) {
+                unsigned int b[2];
+                ldsm_x2_t(b, vrow + v2_off);
+#pragma unroll
+                for (int mt = 0; mt < MT; ++mt) {
+                    const unsigned int pa[4] = {p[mt][2 * kc][0], p[mt][2 * kc][1], p[mt][2 * kc + 1][0],
+                                                p[mt][2 * kc + 1][1]};
+                    mma_bf16(o[mt][NT - 1], pa, b[0], b[1]);
+                }
+            }
+        }
+    }
+
+    // O / l, rounded to bf16.
+    const long long ostride = (long long)heads * HD;
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+        const int r0 = wq + mt * 16 + g, r1 = r0 + 8;
+        float l0 = l[mt][0], l1 = l[mt][1];
+        l0 += __shfl_xor_sync(0xffffffffu, l0, 1);
+        l0 += __shfl_xor_sync(0xffffffffu, l0, 2);
+        l1 += __shfl_xor_sync(0xffffffffu, l1, 1);
+        l1 += __shfl_xor_sync(0xffffffffu, l1, 2);
+        const float i0 = 1.0f / l0, i1 = 1.0f / l1;
+        bf16_t* o0 = out + (long long)r0 * ostride + head * HD + t * 2;
+        bf16_t* o1 = out + (long long)r1 * ostride + head * HD + t * 2;
+#pragma unroll
+        for (int n = 0; n < NT; ++n) {
+            if (r0 < seg_end) *(unsigned int*)(o0 + n * 8) = cvt_bf16x2(o[mt][n][0] * i0, o[mt][n][1] * i0);
+            if (r1 < seg_end) *(unsigned int*)(o1 + n * 8) = cvt_bf16x2(o[mt][n][2] * i1, o[mt][n][3] * i1);
+        }
+    }
+}
+// Entry points: attention_fa{HD}_q{QR}_bf16. q128 for long segments (many blocks), q64 when
+// 128-query blocks would not fill the GPU. NW, MT, KEYS, QS and the minimum blocks per SM
+// (__launch_bounds__) per HD; mod.rs mirrors QR, NW·32 and FA_SMEM.
+#define FA_ENTRY(HD, QR, NW, MT, KEYS, QS, MINB)                                                                \
+    extern "C" __global__ void __launch_bounds__(NW * 32, MINB)                                               \
+        attention_fa##HD##_q##QR##_bf16(const bf16_t* qkv, bf16_t* out, const int* tiles, int heads, float scale) { \
+        static_assert(NW * 16 * MT == QR, "queries per block");                                               \
+        attention_fa<HD, NW, MT, KEYS, QS>(qkv, out, tiles, heads, scale);                                    \
+    }
+FA_ENTRY(32, 128, 4, 2, 64, false, 2)
+FA_ENTRY(64, 128, 4, 2, 64, false, 2)
+FA_ENTRY(72, 128, 4, 2, 64, false, 2)
+FA_ENTRY(80, 128, 4, 2, 64, false, 2)
+FA_ENTRY(128, 128, 4, 2, 64, true, 1)
+FA_ENTRY(32, 64, 4, 1, 64, false, 3)
+FA_ENTRY(64, 64, 4, 1, 64, false, 3)
+FA_ENTRY(72, 64, 4, 1, 64, false, 3)
+FA_ENTRY(80, 64, 4, 1, 64, false, 3)
+FA_ENTRY(128, 64, 4, 1, 64, false, 2)
+
 // Entry points, one per element type.
 #define ENTRY_POINTS(SUFFIX, T)                                                                                      \
     extern "C" __global__ void __launch_bounds__(NORM_THREADS)                                                       \

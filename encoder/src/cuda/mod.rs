@@ -141,6 +141,9 @@ struct Kernels {
     attention_fa: Option<[Attention; 2]>,
     /// Streaming multiprocessors of the GPU (picks q128 or q64).
     sms: usize,
+    /// `REEL_ATTENTION_KERNEL` (`tc`, `q64` or `q128`): one bf16 attention kernel for
+    /// every segment, for A/B timings and for testing each path on small models.
+    force: Option<String>,
 }
 
 /// An attention kernel and its launch shape: grid (query tiles, heads), `threads` per block,
@@ -204,8 +207,11 @@ impl Kernels {
     /// at least one full wave of blocks, 64 queries (3 blocks per SM) when it does not.
     fn attention_for(&self, cu: &[usize], heads: usize) -> &Attention {
         let longest = cu.windows(2).map(|w| w[1] - w[0]).max().unwrap_or(0);
-        match &self.attention_fa {
-            Some([q128, q64]) if longest > FA_KEYS => {
+        match (&self.attention_fa, self.force.as_deref()) {
+            (Some(_), Some("tc")) => &self.attention,
+            (Some([q128, _]), Some("q128")) => q128,
+            (Some([_, q64]), Some("q64")) => q64,
+            (Some([q128, q64]), _) if longest > FA_KEYS => {
                 let blocks: usize = cu
                     .windows(2)
                     .map(|w| (w[1] - w[0]).div_ceil(q128.queries))
@@ -460,6 +466,7 @@ impl CudaTower {
                 )
                 .map_err(cuda)?
                 .max(1) as usize,
+            force: std::env::var("REEL_ATTENTION_KERNEL").ok(),
         };
         let up = |t: &HostTensor| -> Result<Buf> {
             Ok(Buf(stream.clone_htod(&host_bytes(t)).map_err(cuda)?))
