@@ -109,6 +109,8 @@ fi
 #     against HF transformers (sdpa, bf16) on the same seeded inputs, with reel's packed
 #     [main | deepstack] embeddings checked against HF's, and f32 exactness on the GPU.
 if want qwen3; then
+timeout 120 python3 bench/gpu/check_qwen3_e2e.py "$PWD/$BIN/reel" > "$OUT/qwen3-e2e.json" 2>> "$OUT/steps.txt"
+step qwen3-e2e $?
 for arch in ${QWEN3_ARCHES:-qwen3-vl-8b qwen3-vl-2b}; do
   dir=/tmp/reel-$arch
   [ -f "$dir/model.safetensors" ] || "$BIN/reel" model init --arch $arch --random --seed 0 -o "$dir" >> "$OUT/steps.txt" 2>&1
