@@ -559,6 +559,16 @@ impl pb::reel_server::Reel for ReelService {
                 architecture: m.tower.spec().architecture.clone(),
                 dtype: format!("{:?}", m.tower.dtype()),
                 out_hidden_size: m.tower.config().out_hidden_size as u32,
+                outputs: {
+                    let layout = &m.tower.spec().outputs;
+                    std::iter::once(("main".to_string(), layout.hidden))
+                        .chain(layout.extra.iter().cloned())
+                        .map(|(name, width)| pb::OutputPart {
+                            name,
+                            width: width as u32,
+                        })
+                        .collect()
+                },
                 device: if m.tower.is_cuda() {
                     state.replicas.names()
                 } else {

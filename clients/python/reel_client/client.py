@@ -219,7 +219,8 @@ class Client:
         dtype: str = "native",
         timeout: Any = _UNSET,
     ) -> Result:
-        """Embeds a video with the server's Qwen2.5-VL vision tower.
+        """Embeds a video with the vision tower of the server's model ``model`` (empty: its
+        default), preprocessed as that model's processor does.
 
         The video is ``path`` (a file under one of the server's media roots, absolute
         or relative to the first root, as seen by the server) or ``data`` (the file's
@@ -234,7 +235,10 @@ class Client:
         (the server's: its tower's dtype, e.g. bf16 on a GPU, which CUDA IPC hands over
         without a conversion), "f32", "bf16" or "f16".
 
-        Returns a :class:`Result` with ``tensor`` ``[t*h*w/4, out_hidden]``.
+        Returns a :class:`Result` with ``tensor`` ``[t*h*w/4, width]``: ``out_hidden``
+        wide, or for Qwen3-VL towers with deepstack the main embeddings and each deepstack
+        feature packed side by side (``Info`` lists the parts), and ``grid_timestamps``
+        (one time per temporal patch).
         """
         return self._run(_EMBED, locals())
 

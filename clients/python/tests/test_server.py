@@ -50,8 +50,34 @@ def test_info(client):
     assert [m.name for m in info.models] == ["tiny-qwen2.5-vl"]
     assert info.models[0].architecture == "Qwen2_5_VLForConditionalGeneration"
     assert info.models[0].out_hidden_size == HIDDEN
+    assert [(o.name, o.width) for o in info.models[0].outputs] == [("main", HIDDEN)]
     assert os.path.realpath(str(VIDEO_DIR)) in info.media_roots
     assert not info.gpus
+
+
+def test_qwen3_model_packs_deepstack_and_gives_grid_timestamps(make_server):
+    """A Qwen3-VL model beside the default one: its own preprocessing (patch 16, HF's
+    Qwen3VLVideoProcessor), its deepstack features packed after the main embeddings."""
+    server = make_server("--model", str(REPO / "tests" / "data" / "tiny-qwen3-vl"))
+    with server.client() as c:
+        models = {m.name: m for m in c.info().models}
+        q3 = models["tiny-qwen3-vl"]
+        assert q3.architecture == "Qwen3VLForConditionalGeneration"
+        assert [(o.name, o.width) for o in q3.outputs] == [
+            ("main", 64),
+            ("deepstack0", 64),
+            ("deepstack1", 64),
+        ]
+        r = c.embed(VIDEO, model="tiny-qwen3-vl", output="inline")
+        assert r.shape == (3 * 16 * 20 // 4, 3 * 64)
+        assert r.grid_thw == (3, 16, 20)
+        assert r.frame_indices == [0, 18, 36, 53, 71, 89]
+        # HF's timestamps: the mean of each temporal patch's first and last frame time.
+        assert r.grid_timestamps == pytest.approx([0.3, 89 / 60, 160 / 60])
+        px = c.frames(VIDEO, model="tiny-qwen3-vl", output="inline")
+        assert px.shape == (3 * 16 * 20, 1536)
+        r.release()
+        px.release()
 
 
 def test_embed_shm(server, client):

@@ -202,18 +202,28 @@ class Gpu(_message.Message):
     def __init__(self, ordinal: _Optional[int] = ..., name: _Optional[str] = ..., memory_bytes: _Optional[int] = ..., nvdec_engines: _Optional[int] = ...) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("name", "architecture", "dtype", "out_hidden_size", "device")
+    __slots__ = ("name", "architecture", "dtype", "out_hidden_size", "device", "outputs")
     NAME_FIELD_NUMBER: _ClassVar[int]
     ARCHITECTURE_FIELD_NUMBER: _ClassVar[int]
     DTYPE_FIELD_NUMBER: _ClassVar[int]
     OUT_HIDDEN_SIZE_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
+    OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     name: str
     architecture: str
     dtype: str
     out_hidden_size: int
     device: str
-    def __init__(self, name: _Optional[str] = ..., architecture: _Optional[str] = ..., dtype: _Optional[str] = ..., out_hidden_size: _Optional[int] = ..., device: _Optional[str] = ...) -> None: ...
+    outputs: _containers.RepeatedCompositeFieldContainer[OutputPart]
+    def __init__(self, name: _Optional[str] = ..., architecture: _Optional[str] = ..., dtype: _Optional[str] = ..., out_hidden_size: _Optional[int] = ..., device: _Optional[str] = ..., outputs: _Optional[_Iterable[_Union[OutputPart, _Mapping]]] = ...) -> None: ...
+
+class OutputPart(_message.Message):
+    __slots__ = ("name", "width")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    width: int
+    def __init__(self, name: _Optional[str] = ..., width: _Optional[int] = ...) -> None: ...
 
 class InfoResponse(_message.Message):
     __slots__ = ("version", "gpus", "codecs", "models", "max_inline_bytes", "max_queue", "media_roots")
