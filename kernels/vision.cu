@@ -518,26 +518,17 @@ __device__ void attention_tc(const bf16_t* __restrict__ qkv, bf16_t* __restrict_
         if (r1 < seg_end) *(unsigned int*)(out + r1 * ostride + col) = pack_bf16(o[n][2] * i1, o[n][3] * i1);
     }
 }
-extern "C" __global__ void __launch_bounds__(TC_WARPS * 32)
-    attention_tc80_bf16(const bf16_t* qkv, bf16_t* out, const int* tiles, int heads, float scale) {
-    attention_tc<80>(qkv, out, tiles, heads, scale);
-}
-extern "C" __global__ void __launch_bounds__(TC_WARPS * 32)
-    attention_tc32_bf16(const bf16_t* qkv, bf16_t* out, const int* tiles, int heads, float scale) {
-    attention_tc<32>(qkv, out, tiles, heads, scale);
-}
-extern "C" __global__ void __launch_bounds__(TC_WARPS * 32)
-    attention_tc64_bf16(const bf16_t* qkv, bf16_t* out, const int* tiles, int heads, float scale) {
-    attention_tc<64>(qkv, out, tiles, heads, scale);
-}
-extern "C" __global__ void __launch_bounds__(TC_WARPS * 32)
-    attention_tc72_bf16(const bf16_t* qkv, bf16_t* out, const int* tiles, int heads, float scale) {
-    attention_tc<72>(qkv, out, tiles, heads, scale);
-}
-extern "C" __global__ void __launch_bounds__(TC_WARPS * 32)
-    attention_tc128_bf16(const bf16_t* qkv, bf16_t* out, const int* tiles, int heads, float scale) {
-    attention_tc<128>(qkv, out, tiles, heads, scale);
-}
+// attention_tc{HD}_bf16: one entry point per head size.
+#define ATTENTION_TC(HD)                                                                              \
+    extern "C" __global__ void __launch_bounds__(TC_WARPS * 32)                                       \
+        attention_tc##HD##_bf16(const bf16_t* qkv, bf16_t* out, const int* tiles, int heads, float scale) { \
+        attention_tc<HD>(qkv, out, tiles, heads, scale);                                              \
+    }
+ATTENTION_TC(32)
+ATTENTION_TC(64)
+ATTENTION_TC(72)
+ATTENTION_TC(80)
+ATTENTION_TC(128)
 
 // FlashAttention-2-class varlen attention, bf16 on tensor cores (sm_80+), for segments
 // longer than one key tile (the per-slice full attention; 64-token windows keep
