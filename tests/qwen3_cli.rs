@@ -98,3 +98,48 @@ fn qwen3_embeddings_from_the_file_are_hfs() {
     }
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+/// The model folder's processor sets the sampling defaults (here `fps` 1), and a flag
+/// given on the command line still wins.
+#[test]
+fn the_folders_processor_sets_the_sampling_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    std::fs::create_dir(&model).unwrap();
+    std::fs::copy(data("tiny-qwen3-vl/config.json"), model.join("config.json")).unwrap();
+    let mut processor: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(data("tiny-qwen3-vl/video_preprocessor_config.json")).unwrap(),
+    )
+    .unwrap();
+    processor["fps"] = serde_json::json!(1);
+    std::fs::write(
+        model.join("video_preprocessor_config.json"),
+        processor.to_string(),
+    )
+    .unwrap();
+    let frames = |extra: &[&str]| -> Vec<i64> {
+        let out = dir.path().join("frames.safetensors");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_reel"));
+        cmd.args(["frames", "--device", "cpu", "--model"])
+            .arg(&model)
+            .args(extra)
+            .arg(data("video/h264_main_bframes.mp4"))
+            .arg("-o")
+            .arg(&out);
+        let run = cmd.output().expect("reel runs");
+        assert!(
+            run.status.success(),
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let bytes = std::fs::read(&out).unwrap();
+        values(
+            &SafeTensors::deserialize(&bytes).unwrap(),
+            "frame_indices",
+            i64::from_le_bytes,
+        )
+    };
+    // 90 frames at 30 fps: 3 at 1 fps, raised to min_frames 4; 6 at 2 fps.
+    assert_eq!(frames(&[]), [0, 30, 59, 89]);
+    assert_eq!(frames(&["--fps", "2"]), [0, 18, 36, 53, 71, 89]);
+}

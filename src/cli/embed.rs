@@ -78,7 +78,9 @@ pub fn run(args: EmbedArgs) -> anyhow::Result<()> {
     let outcome = engine::run(
         &device,
         Input::Path(args.file.clone()),
-        &args.sampling.options(),
+        &args
+            .sampling
+            .options_for(&want.model().expect("an embedding job").processor),
         &want,
         threads,
         &reel_codec::Cancel::new(),

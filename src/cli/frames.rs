@@ -48,11 +48,11 @@ pub fn run(args: FramesArgs) -> anyhow::Result<()> {
     let video =
         Video::open(&args.file).with_context(|| format!("cannot open {}", args.file.display()))?;
     let t_demux = t0.elapsed();
-    let mut options = args.sampling.options();
-    if let Some(dir) = &args.model {
-        let spec = reel_encoder::ModelSpec::read(dir)?;
-        options.processor = crate::engine::video_processor(&spec)?;
-    }
+    let processor = match &args.model {
+        Some(dir) => crate::engine::video_processor(&reel_encoder::ModelSpec::read(dir)?)?,
+        None => Default::default(),
+    };
+    let options = args.sampling.options_for(&processor);
     let plan = SamplePlan::new(video.info(), video.index(), &options)?;
     let t1 = Instant::now();
     let prepared = crate::engine::prepare(
@@ -81,7 +81,7 @@ pub fn run(args: FramesArgs) -> anyhow::Result<()> {
         &pixel_values.data,
     )];
     tensors.extend(plan_tensors.tensors(false));
-    let metadata = metadata(&args, &video, &plan, corrupt);
+    let metadata = metadata(&args, &options, &video, &plan, corrupt);
     write_safetensors(&args.output, &tensors, metadata)?;
     let t_write = t2.elapsed();
     let summary = serde_json::json!({
@@ -128,6 +128,7 @@ pub fn run(args: FramesArgs) -> anyhow::Result<()> {
 
 fn metadata(
     args: &FramesArgs,
+    options: &reel_codec::SamplingOptions,
     video: &Video,
     plan: &SamplePlan,
     corrupt: &[usize],
@@ -159,7 +160,7 @@ fn metadata(
         ),
         (
             "sampling".into(),
-            json(serde_json::to_value(args.sampling.options()).unwrap_or_default()),
+            json(serde_json::to_value(options).unwrap_or_default()),
         ),
         ("corrupt_frames".into(), json(serde_json::json!(corrupt))),
     ])

@@ -1,18 +1,20 @@
 //! Sampling and sizing flags shared by the commands that sample videos.
 
 use clap::Args;
+use reel_codec::plan::VideoProcessor;
 use reel_codec::SamplingOptions;
 
-/// How frames are chosen and sized. Defaults reproduce qwen-vl-utils.
+/// How frames are chosen and sized. Defaults are the model's processor's (qwen-vl-utils'
+/// without a model).
 #[derive(Debug, Clone, Args)]
-#[command(next_help_heading = "Sampling (defaults match qwen-vl-utils)")]
+#[command(next_help_heading = "Sampling (defaults: the model's processor)")]
 pub struct SamplingArgs {
-    /// Frames per second to sample.
-    #[arg(long, default_value_t = 2.0)]
-    pub fps: f64,
-    /// Fewest frames to sample (rounded up to even).
-    #[arg(long, default_value_t = 4)]
-    pub min_frames: usize,
+    /// Frames per second to sample [default: the model processor's; 2].
+    #[arg(long)]
+    pub fps: Option<f64>,
+    /// Fewest frames to sample [default: the model processor's; 4].
+    #[arg(long)]
+    pub min_frames: Option<usize>,
     /// Most frames to sample (rounded down to even) [default: min(768, frames in range)].
     #[arg(long)]
     pub max_frames: Option<usize>,
@@ -55,11 +57,18 @@ pub struct SamplingArgs {
 }
 
 impl SamplingArgs {
+    /// The options for qwen-vl-utils' processor (no model).
     pub fn options(&self) -> SamplingOptions {
+        self.options_for(&VideoProcessor::default())
+    }
+
+    /// The options for `processor`: its own defaults where a flag is not given.
+    pub fn options_for(&self, processor: &VideoProcessor) -> SamplingOptions {
+        let base = SamplingOptions::for_processor(processor);
         SamplingOptions {
-            fps: self.fps,
-            min_frames: self.min_frames,
-            max_frames: self.max_frames,
+            fps: self.fps.unwrap_or(base.fps),
+            min_frames: self.min_frames.unwrap_or(base.min_frames),
+            max_frames: self.max_frames.or(base.max_frames),
             nframes: self.nframes,
             frames: self.frames.clone(),
             timestamps: self.timestamps.clone(),
@@ -70,7 +79,7 @@ impl SamplingArgs {
             total_pixels: self.total_pixels,
             resized: self.resized_height.zip(self.resized_width),
             color: self.color,
-            ..Default::default()
+            ..base
         }
     }
 }

@@ -202,11 +202,11 @@ fn shard_key(path: &Path) -> u64 {
 /// The sampling flags, with the model folder's processor when a model is given (its
 /// frames are preprocessed as that model's processor does, whatever `--what`).
 fn sampling_options(args: &TranscodeArgs) -> anyhow::Result<reel_codec::SamplingOptions> {
-    let mut options = args.sampling.options();
-    if let Some(dir) = &args.model {
-        options.processor = crate::engine::video_processor(&reel_encoder::ModelSpec::read(dir)?)?;
-    }
-    Ok(options)
+    let processor = match &args.model {
+        Some(dir) => crate::engine::video_processor(&reel_encoder::ModelSpec::read(dir)?)?,
+        None => Default::default(),
+    };
+    Ok(args.sampling.options_for(&processor))
 }
 
 /// Identifies what a run stores per video: `--what`, the sampling options, the model and

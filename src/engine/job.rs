@@ -42,7 +42,7 @@ pub enum Want {
 
 impl Want {
     /// The model that makes embeddings (the first GPU's for a split).
-    fn model(&self) -> Option<&Model> {
+    pub fn model(&self) -> Option<&Model> {
         match self {
             Want::Frames => None,
             Want::Embeddings(model) => Some(model),

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use reel_codec::plan::VideoProcessor;
 use reel_codec::{Cancel, SamplingOptions};
 use reel_proto::v1 as pb;
 use tokio::sync::Semaphore;
@@ -65,8 +66,10 @@ impl Drop for Gauge<'_> {
     }
 }
 
-fn sampling(s: Option<pb::Sampling>) -> SamplingOptions {
-    let mut o = SamplingOptions::default();
+/// The request's sampling for `processor`: the processor's defaults where the request
+/// leaves a field unset.
+fn sampling(s: Option<pb::Sampling>, processor: &VideoProcessor) -> SamplingOptions {
+    let mut o = SamplingOptions::for_processor(processor);
     let Some(s) = s else { return o };
     if let Some(v) = s.fps {
         o.fps = v;
@@ -74,7 +77,9 @@ fn sampling(s: Option<pb::Sampling>) -> SamplingOptions {
     if let Some(v) = s.min_frames {
         o.min_frames = v as usize;
     }
-    o.max_frames = s.max_frames.map(|v| v as usize);
+    if let Some(v) = s.max_frames {
+        o.max_frames = Some(v as usize);
+    }
     o.nframes = s.nframes.map(|v| v as usize);
     if !s.frames.is_empty() {
         o.frames = Some(s.frames.iter().map(|&f| f as usize).collect());
@@ -233,23 +238,24 @@ impl ReelService {
         let timeout = deadline(&request);
         let conn = request.extensions().get::<ConnId>().copied();
         let req = request.into_inner();
-        // Frames are preprocessed for the named model (empty: the default one, if any).
+        // Frames are preprocessed for the named model (empty: the default one, if any);
+        // embeddings for their model.
         let (model, processor) = if frames {
             let named = if req.model.is_empty() {
                 self.model("").ok()
             } else {
                 Some(self.model(&req.model)?)
             };
-            let models = &self.state.replicas.first().models;
-            (None, named.map(|i| models[i].1.processor.clone()))
+            (None, named)
         } else {
-            (Some(self.model(&req.model)?), None)
+            let i = self.model(&req.model)?;
+            (Some(i), Some(i))
         };
+        let processor = processor
+            .map(|i| self.state.replicas.first().models[i].1.processor.clone())
+            .unwrap_or_default();
         let input = self.input(req.source)?;
-        let mut options = sampling(req.sampling);
-        if let Some(processor) = processor {
-            options.processor = processor;
-        }
+        let options = sampling(req.sampling, &processor);
         let Ok(admitted) = state.admitted.clone().try_acquire_owned() else {
             state
                 .metrics

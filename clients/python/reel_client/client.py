@@ -200,7 +200,7 @@ class Client:
         data: Any = None,
         filename: Optional[str] = None,
         *,
-        fps: Optional[float] = 2.0,
+        fps: Optional[float] = None,
         min_frames: Optional[int] = None,
         max_frames: Optional[int] = None,
         nframes: Optional[int] = None,
@@ -225,7 +225,8 @@ class Client:
         The video is ``path`` (a file under one of the server's media roots, absolute
         or relative to the first root, as seen by the server) or ``data`` (the file's
         bytes, or a binary file object; ``filename`` helps recognize raw .h264/.hevc
-        streams). Sampling arguments follow qwen-vl-utils (unset: its defaults).
+        streams). Sampling arguments follow the model's processor (unset: its defaults;
+        qwen-vl-utils' for Qwen2.5-VL, ``Qwen3VLVideoProcessor``'s for the Qwen3-VL family).
         ``color``: "reference" (the frames OpenCV and PyAV read from the same
         file: what the models saw) or "accurate" (the signalled matrix and range in
         floating point, bilinear chroma).
@@ -248,7 +249,7 @@ class Client:
         data: Any = None,
         filename: Optional[str] = None,
         *,
-        fps: Optional[float] = 2.0,
+        fps: Optional[float] = None,
         min_frames: Optional[int] = None,
         max_frames: Optional[int] = None,
         nframes: Optional[int] = None,
