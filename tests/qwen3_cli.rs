@@ -32,6 +32,25 @@ fn values<const N: usize, T>(st: &SafeTensors, name: &str, from: fn([u8; N]) -> 
         .collect()
 }
 
+/// Runs `reel COMMAND --device cpu --model MODEL ARGS… VIDEO -o OUT` and returns the
+/// bytes of the safetensors file it wrote.
+fn run_reel(command: &str, model: &Path, args: &[&str], video: &Path, out: &Path) -> Vec<u8> {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_reel"));
+    cmd.args([command, "--device", "cpu", "--model"])
+        .arg(model)
+        .args(args)
+        .arg(video)
+        .arg("-o")
+        .arg(out);
+    let run = cmd.output().expect("reel runs");
+    assert!(
+        run.status.success(),
+        "{cmd:?} failed: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    std::fs::read(out).unwrap()
+}
+
 #[test]
 fn qwen3_embeddings_from_the_file_are_hfs() {
     let golden = std::fs::read(data("golden/qwen3_e2e.safetensors")).unwrap();
@@ -40,19 +59,13 @@ fn qwen3_embeddings_from_the_file_are_hfs() {
     let mut failures = Vec::new();
     for (clip, model, tower) in CASES {
         let out = dir.path().join(format!("{clip}.{tower}.safetensors"));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_reel"));
-        cmd.args(["embed", "--device", "cpu", "--dtype", "f32", "--model"])
-            .arg(data(model))
-            .arg(data(&format!("video/{clip}")))
-            .arg("-o")
-            .arg(&out);
-        let run = cmd.output().expect("reel runs");
-        assert!(
-            run.status.success(),
-            "{cmd:?} failed: {}",
-            String::from_utf8_lossy(&run.stderr)
+        let bytes = run_reel(
+            "embed",
+            &data(model),
+            &["--dtype", "f32"],
+            &data(&format!("video/{clip}")),
+            &out,
         );
-        let bytes = std::fs::read(&out).unwrap();
         let ours = SafeTensors::deserialize(&bytes).unwrap();
 
         let grid = values(&ours, "video_grid_thw", i64::from_le_bytes);
@@ -119,20 +132,8 @@ fn the_folders_processor_sets_the_sampling_defaults() {
     .unwrap();
     let frames = |extra: &[&str]| -> Vec<i64> {
         let out = dir.path().join("frames.safetensors");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_reel"));
-        cmd.args(["frames", "--device", "cpu", "--model"])
-            .arg(&model)
-            .args(extra)
-            .arg(data("video/h264_main_bframes.mp4"))
-            .arg("-o")
-            .arg(&out);
-        let run = cmd.output().expect("reel runs");
-        assert!(
-            run.status.success(),
-            "{cmd:?} failed: {}",
-            String::from_utf8_lossy(&run.stderr)
-        );
-        let bytes = std::fs::read(&out).unwrap();
+        let video = data("video/h264_main_bframes.mp4");
+        let bytes = run_reel("frames", &model, extra, &video, &out);
         values(
             &SafeTensors::deserialize(&bytes).unwrap(),
             "frame_indices",

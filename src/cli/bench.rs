@@ -423,7 +423,7 @@ fn embed(b: EmbedBench) -> anyhow::Result<()> {
     let device = crate::engine::Devices::open(b.device)?.primary();
     let model = crate::engine::Model::load(&b.model, &b.encoder.options(), &device)
         .with_context(|| format!("cannot load {}", b.model.display()))?;
-    let options = b.sampling.options();
+    let options = b.sampling.options_for(&model.processor);
     let threads = crate::engine::threads(None);
     let cancel = reel_codec::Cancel::new();
     let run = |want: &Want,

@@ -91,19 +91,13 @@ pub fn run(
         Input::Path(path) => Video::open(&path)?,
         Input::Bytes { data, name } => Video::from_bytes(data, name.as_deref())?,
     };
-    // A model's own processor decides how its videos are sampled and preprocessed (the
-    // request's values, such as fps or explicit frames, still apply).
-    let for_model;
-    let sampling = match want.model() {
-        Some(model) if model.processor != sampling.processor => {
-            for_model = SamplingOptions {
-                processor: model.processor.clone(),
-                ..sampling.clone()
-            };
-            &for_model
-        }
-        _ => sampling,
-    };
+    // Callers build the options for the model's processor (its sampling defaults too).
+    if let Some(model) = want.model() {
+        anyhow::ensure!(
+            model.processor == sampling.processor,
+            "internal: sampling options made for another processor than the model's"
+        );
+    }
     let plan = SamplePlan::new(video.info(), video.index(), sampling)?;
     let cached = match (want.model(), cache) {
         (Some(model), Some(cache)) => {
